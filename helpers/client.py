@@ -1,0 +1,199 @@
+"""Talk to a running llama-server — local or on Modal — like any OpenAI-compatible API.
+
+Two things are specific to llama-server and worth teaching:
+
+* ``/health`` answers **503 while the model is loading** and 200 once it can serve. A
+  client that connects too early must wait and retry rather than fail; on Modal a cold
+  container makes this wait visible (seconds to minutes).
+* Qwen3 "thinks" before answering. llama-server splits the ``<think>…</think>`` part off
+  into ``reasoning_content``, so a streamed reply has two channels; we keep them apart.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from helpers.errors import ServerStartError
+
+
+def wait_until_ready(
+    base_url: str,
+    *,
+    timeout_s: float = 120.0,
+    is_alive: Callable[[], bool] | None = None,
+    describe_failure: Callable[[], str] | None = None,
+    api_key: str | None = None,
+    poll_s: float = 0.05,
+    max_poll_s: float = 2.0,
+) -> float:
+    """Poll ``{base_url}/health`` until it answers 200; return the seconds waited.
+
+    503 (loading) and refused connections mean "not yet": we retry with a growing pause
+    (``poll_s`` doubling up to ``max_poll_s``). ``is_alive`` lets a local caller stop
+    waiting the moment its process dies; ``describe_failure`` adds e.g. a log tail to the
+    error. Anything else — a 401, a 404 — is an error at once, since waiting won't fix it.
+    """
+    url = base_url.rstrip("/") + "/health"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    started = time.monotonic()
+    pause = poll_s
+    last = "no answer yet"
+
+    def fail(reason: str) -> ServerStartError:
+        detail = describe_failure() if describe_failure else ""
+        return ServerStartError(f"llama-server at {base_url} {reason}", log_tail=detail)
+
+    with httpx.Client(timeout=max(5.0, max_poll_s)) as http:
+        while True:
+            if is_alive is not None and not is_alive():
+                raise fail("exited before it became ready")
+            try:
+                resp = http.get(url, headers=headers)
+                if resp.status_code == 200:
+                    return time.monotonic() - started
+                if resp.status_code != 503:
+                    raise fail(f"answered /health with HTTP {resp.status_code}: {resp.text[:200]}")
+                last = "503 (model still loading)"
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}"
+            elapsed = time.monotonic() - started
+            if elapsed > timeout_s:
+                raise fail(f"was not ready after {timeout_s:.0f} s (last answer: {last}). "
+                           "A big model on a cold machine can need longer: raise timeout_s.")
+            time.sleep(min(pause, max(0.0, timeout_s - elapsed)))
+            pause = min(pause * 2, max_poll_s)
+
+
+@dataclass
+class ChatResult:
+    """One streamed chat completion, with the client-side view of its speed."""
+
+    content: str
+    reasoning: str
+    finish_reason: str | None
+    ttft_s: float | None  # request sent -> first token (reasoning or content)
+    total_s: float
+    completion_tokens: int
+    prompt_tokens: int | None
+    tokens_per_s: float | None  # decode speed after the first token
+    server_timings: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def stream_chat(
+    client: Any,
+    messages: list[dict[str, str]] | str,
+    *,
+    model: str | None = None,
+    max_tokens: int = 256,
+    temperature: float | None = None,
+    thinking: bool | None = None,
+    extra_body: dict[str, Any] | None = None,
+    echo: bool | Callable[[str, str], None] = False,
+) -> ChatResult:
+    """Stream one chat completion through an ``openai.OpenAI`` client and time it.
+
+    ``messages`` may be a plain string (one user turn). ``thinking`` switches Qwen3's
+    thinking on or off through the chat template (``enable_thinking``); None leaves the
+    template's default. ``echo=True`` prints tokens as they arrive (reasoning first, then
+    the answer); a callable gets ``(channel, text)`` with channel ``reasoning``/``content``.
+    """
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    body: dict[str, Any] = dict(extra_body or {})
+    if thinking is not None:
+        body.setdefault("chat_template_kwargs", {})["enable_thinking"] = thinking
+    printer = _printer() if echo is True else (echo or None)
+
+    kwargs: dict[str, Any] = {
+        "model": model or _first_model(client),
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "extra_body": body,
+    }
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+
+    content: list[str] = []
+    reasoning: list[str] = []
+    finish_reason = None
+    usage = None
+    timings: dict[str, Any] = {}
+    n_chunks = 0
+    t_first = t_last = None
+    started = time.monotonic()
+    for chunk in client.chat.completions.create(**kwargs):
+        extra = chunk.model_extra or {}
+        if extra.get("timings"):
+            timings = dict(extra["timings"])
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            delta = choice.delta
+            piece_r = getattr(delta, "reasoning_content", None) or (delta.model_extra or {}).get("reasoning_content")
+            piece_c = delta.content
+            if piece_r or piece_c:
+                now = time.monotonic()
+                t_first = t_first if t_first is not None else now
+                t_last = now
+                n_chunks += 1
+            if piece_r:
+                reasoning.append(piece_r)
+                if printer:
+                    printer("reasoning", piece_r)
+            if piece_c:
+                content.append(piece_c)
+                if printer:
+                    printer("content", piece_c)
+            if choice.finish_reason:
+                finish_reason = choice.finish_reason
+    total = time.monotonic() - started
+    if printer is not None and echo is True:
+        print(flush=True)
+    n_tokens = usage.completion_tokens if usage is not None else n_chunks
+    rate = None
+    if t_first is not None and t_last is not None and t_last > t_first and n_tokens > 1:
+        rate = (n_tokens - 1) / (t_last - t_first)
+    return ChatResult(
+        content="".join(content),
+        reasoning="".join(reasoning),
+        finish_reason=finish_reason,
+        ttft_s=None if t_first is None else t_first - started,
+        total_s=total,
+        completion_tokens=n_tokens,
+        prompt_tokens=usage.prompt_tokens if usage is not None else None,
+        tokens_per_s=rate,
+        server_timings=timings,
+    )
+
+
+def _first_model(client: Any) -> str:
+    """llama-server serves one model; ask it for its name rather than make the user type it."""
+    models = client.models.list().data
+    if not models:
+        raise ValueError("the server lists no model; pass model=... explicitly")
+    return models[0].id
+
+
+def _printer() -> Callable[[str, str], None]:
+    state = {"channel": None}
+
+    def emit(channel: str, text: str) -> None:
+        if state["channel"] != channel:
+            label = "[thinking] " if channel == "reasoning" else ("\n[answer] " if state["channel"] else "")
+            sys.stdout.write(label)
+            state["channel"] = channel
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    return emit

@@ -1,0 +1,154 @@
+"""The argument lists for llama-completion and llama-server — built in one place.
+
+The local runtime and the Modal functions both call these builders, so a setting means the
+same thing on a laptop CPU and on a cloud L4. The settings are small frozen dataclasses:
+easy to print in a notebook, to store with a result, and to compare in a test.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: ``-ngl all`` offloads every layer to the GPU when there is one; on a CPU-only build
+#: llama.cpp has no GPU device and the flag is a no-op, so one value serves both worlds.
+ALL_LAYERS = "all"
+FLASH_ATTN_CHOICES = ("on", "off", "auto")
+KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+
+
+def _check_gpu_layers(value: int | str) -> str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"n_gpu_layers must be >= 0, 'all' or 'auto', got {value}")
+        return str(value)
+    if value not in ("all", "auto"):
+        raise ValueError(f"n_gpu_layers must be a number, 'all' or 'auto', got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class CompletionSettings:
+    """One non-interactive generation with llama-completion.
+
+    ``n_predict``: tokens to generate; -1 means "until the model ends its answer" (or the
+    context is full). Anything below -1 is rejected — llama.cpp gives -2 a special meaning
+    ("fill the context") that is easy to trigger by accident and rarely wanted here.
+    An empty prompt is rejected too: Qwen-style models add no BOS token, so there would be
+    nothing to condition on and llama.cpp would fail with a less helpful message.
+    """
+
+    model: str
+    prompt: str
+    n_predict: int = 128
+    ctx_size: int = 4096
+    n_gpu_layers: int | str = ALL_LAYERS
+    seed: int | None = None
+    temperature: float | None = None
+    threads: int | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValueError("prompt is empty: give the model some text to continue, e.g. prompt='Hello'")
+        if self.n_predict < -1:
+            raise ValueError(f"n_predict must be -1 (until the model stops) or >= 0, got {self.n_predict}")
+        if self.ctx_size < 0:
+            raise ValueError(f"ctx_size must be >= 0 (0 = the model's training context), got {self.ctx_size}")
+        _check_gpu_layers(self.n_gpu_layers)
+        object.__setattr__(self, "model", str(self.model))
+        object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
+
+
+def completion_args(binary: str | os.PathLike[str], s: CompletionSettings) -> list[str]:
+    """Command line for one generation that never waits on stdin.
+
+    ``--no-conversation`` keeps llama-completion from switching to interactive chat when the
+    model has a chat template (it would otherwise wait for the next user turn);
+    ``--no-display-prompt`` leaves only generated text on the text channel; ``--log-jsonl``
+    makes every log line a JSON record that :mod:`helpers.logs` reads without guessing.
+    """
+    args = [
+        str(binary),
+        "--model", s.model,
+        "--prompt", s.prompt,
+        "--n-predict", str(s.n_predict),
+        "--ctx-size", str(s.ctx_size),
+        "--n-gpu-layers", _check_gpu_layers(s.n_gpu_layers),
+        "--no-conversation",
+        "--no-display-prompt",
+        "--log-jsonl",
+    ]
+    if s.seed is not None:
+        args += ["--seed", str(s.seed)]
+    if s.temperature is not None:
+        args += ["--temp", str(s.temperature)]
+    if s.threads is not None:
+        args += ["--threads", str(s.threads)]
+    return args + list(s.extra_args)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """A long-lived llama-server.
+
+    ``parallel`` slots serve that many requests at once (continuous batching);
+    ``ctx_per_slot`` is the context each of them is guaranteed. llama-server's ``--ctx-size``
+    is the *total* KV cache shared by all slots, so we pass ``parallel * ctx_per_slot``.
+    The API key is not an argument on purpose: command lines are visible to every user
+    of the machine (``ps``), so :func:`server_env` passes it in the environment instead.
+    """
+
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    parallel: int = 1
+    ctx_per_slot: int = 4096
+    n_gpu_layers: int | str = ALL_LAYERS
+    flash_attn: str = "auto"
+    alias: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    threads: int | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be 1..65535, got {self.port}")
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be >= 1, got {self.parallel}")
+        if self.ctx_per_slot < 1:
+            raise ValueError(f"ctx_per_slot must be >= 1, got {self.ctx_per_slot}")
+        if self.flash_attn not in FLASH_ATTN_CHOICES:
+            raise ValueError(f"flash_attn must be one of {FLASH_ATTN_CHOICES}, got {self.flash_attn!r}")
+        _check_gpu_layers(self.n_gpu_layers)
+        object.__setattr__(self, "model", str(self.model))
+        object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
+
+    @property
+    def model_name(self) -> str:
+        """The name clients send as ``model`` (the alias, or the file name)."""
+        return self.alias or Path(self.model).name
+
+
+def server_args(binary: str | os.PathLike[str], s: ServerSettings) -> list[str]:
+    """Command line for llama-server with explicit host and port (the default port moved)."""
+    args = [
+        str(binary),
+        "--model", s.model,
+        "--host", s.host,
+        "--port", str(s.port),
+        "--parallel", str(s.parallel),
+        "--ctx-size", str(s.parallel * s.ctx_per_slot),
+        "--n-gpu-layers", _check_gpu_layers(s.n_gpu_layers),
+        "--flash-attn", s.flash_attn,
+        "--alias", s.model_name,
+    ]
+    if s.threads is not None:
+        args += ["--threads", str(s.threads)]
+    return args + list(s.extra_args)
+
+
+def server_env(s: ServerSettings) -> dict[str, str]:
+    """Environment additions for llama-server (the API key, when there is one)."""
+    return {"LLAMA_API_KEY": s.api_key} if s.api_key else {}

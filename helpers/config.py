@@ -1,0 +1,49 @@
+"""Pinned versions, defaults and cache locations — the single source of truth.
+
+Everything that must agree between the local runtime and the Modal image (which llama.cpp,
+which model, which quant) is named here once. Changing the llama.cpp pin means changing
+``LLAMA_CPP_PYTHON_VERSION`` *and* the two values derived from its sdist below; the tests
+check that the downloaded sdist really matches them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: llama.cpp is taken from the sdist of llama-cpp-python on PyPI, because PyPI is reachable
+#: from every machine we care about (CI and the device machines have no GitHub access) and
+#: the sdist vendors one exact llama.cpp commit.
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+#: The llama.cpp commit vendored in that sdist (``vendor/llama.cpp``).
+LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
+#: sha256 of ``llama_cpp_python-0.3.36.tar.gz`` as served by PyPI; checked after download.
+LLAMA_CPP_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+LLAMA_CPP_SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
+
+#: The course's working example: the model, the quantization and the GPU it targets.
+DEFAULT_HF_REPO = "Qwen/Qwen3-8B-GGUF"
+DEFAULT_QUANT = "Q5_K_M"
+DEFAULT_GPU = "L4"
+
+#: Environment variable that moves every cache (llama.cpp source and builds, models).
+CACHE_ENV = "LLAMACPP_COURSE_CACHE"
+
+
+def cache_dir() -> Path:
+    """Root of the course's caches, outside the repository.
+
+    Builds take minutes and models gigabytes, so they live in the user's cache directory
+    (``$XDG_CACHE_HOME`` or ``~/.cache``) and survive a fresh clone; ``$LLAMACPP_COURSE_CACHE``
+    overrides the location (CI, shared workshop machines, a bigger disk).
+    """
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser().resolve() / "llamacpp-course"
+
+
+def models_dir() -> Path:
+    """Where downloaded and synthetic GGUF files are kept."""
+    return cache_dir() / "models"

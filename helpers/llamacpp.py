@@ -1,0 +1,359 @@
+"""Get the pinned llama.cpp source, build it, and find its binaries.
+
+One recipe serves every place llama.cpp is built: this machine's CPU, a local NVIDIA GPU,
+and the Modal image (``helpers.modal_*`` reuse :func:`cmake_definitions`,
+:data:`BUILD_TARGETS` and :func:`source_fetch_script`). Builds are cached outside the
+repository, keyed by the llama.cpp commit and the exact cmake flags, so a fresh clone reuses
+them and a flag change never reuses a stale build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.config import (
+    LLAMA_CPP_COMMIT,
+    LLAMA_CPP_PYTHON_VERSION,
+    LLAMA_CPP_SDIST_NAME,
+    LLAMA_CPP_SDIST_SHA256,
+    cache_dir,
+)
+from helpers.errors import BuildError
+
+#: What the course needs: one-shot generation, the CLI chat, the server, the quantizer and
+#: the benchmark tool. Building only these (not all ~40 tools) halves the build time.
+BUILD_TARGETS: tuple[str, ...] = (
+    "llama-completion",
+    "llama-cli",
+    "llama-server",
+    "llama-quantize",
+    "llama-bench",
+)
+
+#: Environment variable that forces the CUDA build on (1) or off (0); unset = detect.
+CUDA_ENV = "LLAMACPP_COURSE_CUDA"
+
+_SDIST_PREFIX = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
+
+
+def cmake_definitions(
+    *,
+    cuda: bool = False,
+    cuda_architectures: str | None = None,
+    portable: bool = False,
+    prebuilt_web_ui: bool = False,
+) -> dict[str, str]:
+    """The ``-D`` definitions for one build, as plain data.
+
+    * Release, static (``BUILD_SHARED_LIBS=OFF``): the binaries can be copied anywhere —
+      into the cache, into an image — without dragging shared libraries along.
+    * No tests, examples or the unified ``llama`` app: we build named targets anyway, and
+      leaving them out keeps configure quick.
+    * ``LLAMA_BUILD_COMMIT``: the sdist is not a git checkout, so llama.cpp cannot find
+      its own commit; we tell it, so ``--version`` and logs name the pin.
+    * ``cuda``: ``GGML_CUDA=ON``. ``portable`` turns ``GGML_NATIVE`` off, which an image
+      built on one machine and run on another needs; ``cuda_architectures`` pins the GPU
+      generation (89 = Ada, the L4).
+    * ``prebuilt_web_ui``: llama-server embeds its web UI by downloading a prebuilt bundle
+      at build time. Offline that download cannot work, so local builds skip it (the
+      server still serves the API); the Modal image, which has a network, turns it on.
+
+    Everything else is left to llama.cpp's platform defaults (e.g. Metal on a Mac).
+    """
+    defs = {
+        "CMAKE_BUILD_TYPE": "Release",
+        "BUILD_SHARED_LIBS": "OFF",
+        "LLAMA_BUILD_TESTS": "OFF",
+        "LLAMA_BUILD_EXAMPLES": "OFF",
+        "LLAMA_BUILD_APP": "OFF",
+        "LLAMA_BUILD_COMMIT": LLAMA_CPP_COMMIT[:7],
+        "LLAMA_USE_PREBUILT_UI": "ON" if prebuilt_web_ui else "OFF",
+    }
+    if cuda:
+        defs["GGML_CUDA"] = "ON"
+    if portable:
+        defs["GGML_NATIVE"] = "OFF"
+    if cuda_architectures:
+        defs["CMAKE_CUDA_ARCHITECTURES"] = cuda_architectures
+    return defs
+
+
+def configure_command(source: str | Path, build: str | Path, defs: Mapping[str, str]) -> list[str]:
+    """``cmake`` configure argument list for ``defs`` (sorted, so it is stable)."""
+    return ["cmake", "-S", str(source), "-B", str(build)] + [f"-D{k}={v}" for k, v in sorted(defs.items())]
+
+
+def build_command(build: str | Path, targets: tuple[str, ...] = BUILD_TARGETS, jobs: int | None = None) -> list[str]:
+    """``cmake --build`` argument list for ``targets`` with ``jobs`` parallel compilers."""
+    return ["cmake", "--build", str(build), "--config", "Release", "-j", str(jobs or os.cpu_count() or 2),
+            "--target", *targets]
+
+
+def source_fetch_script(dest: str) -> list[str]:
+    """Shell commands that put the pinned llama.cpp source at ``dest`` (for images).
+
+    The same steps as :func:`fetch_source`: download the sdist from PyPI, check its
+    sha256, unpack only ``vendor/llama.cpp``.
+    """
+    parent = dest.rstrip("/").rsplit("/", 1)[0] or "/"
+    return [
+        "python3 -m pip download --no-binary :all: --no-deps -d /tmp/sdist "
+        f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
+        f"echo '{LLAMA_CPP_SDIST_SHA256}  /tmp/sdist/{LLAMA_CPP_SDIST_NAME}' | sha256sum -c -",
+        f"mkdir -p {parent} && tar -xzf /tmp/sdist/{LLAMA_CPP_SDIST_NAME} -C /tmp/sdist {_SDIST_PREFIX.rstrip('/')}",
+        f"mv /tmp/sdist/{_SDIST_PREFIX} {dest} && rm -rf /tmp/sdist",
+    ]
+
+
+def cuda_available() -> bool:
+    """True when this machine can build *and* run CUDA code.
+
+    ``nvcc`` alone is not enough (CI images ship it without a GPU), so we also ask
+    ``nvidia-smi`` for a device. ``$LLAMACPP_COURSE_CUDA`` (0/1) overrides the guess.
+    """
+    forced = os.environ.get(CUDA_ENV)
+    if forced is not None and forced.strip() != "":
+        return forced.strip().lower() not in ("0", "false", "no", "off")
+    if not shutil.which("nvcc") or not shutil.which("nvidia-smi"):
+        return False
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and "GPU" in out.stdout
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Which build we want: the definitions and targets, and a cache key derived from them."""
+
+    defs: tuple[tuple[str, str], ...]
+    targets: tuple[str, ...] = BUILD_TARGETS
+
+    @classmethod
+    def local(cls, cuda: bool | None = None) -> BuildSpec:
+        """The build for this machine: CPU, or CUDA when a GPU and nvcc are present."""
+        use_cuda = cuda_available() if cuda is None else cuda
+        return cls(tuple(sorted(cmake_definitions(cuda=use_cuda).items())))
+
+    @property
+    def cuda(self) -> bool:
+        return dict(self.defs).get("GGML_CUDA") == "ON"
+
+    def key(self) -> str:
+        blob = json.dumps({"defs": self.defs, "targets": self.targets, "machine": platform.machine()})
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return f"{LLAMA_CPP_COMMIT[:12]}-{'cuda' if self.cuda else 'cpu'}-{digest}"
+
+
+def fetch_source(root: Path | None = None, quiet: bool = False) -> Path:
+    """Download (once) the pinned sdist and unpack ``vendor/llama.cpp``; return its path.
+
+    The sdist's sha256 is checked against :data:`LLAMA_CPP_SDIST_SHA256`: a different file
+    would silently mean a different llama.cpp. The tree is unpacked into a temporary folder
+    and renamed into place, so an interrupted unpack never looks complete.
+    """
+    root = root or cache_dir() / "src"
+    target = root / f"llama.cpp-{LLAMA_CPP_COMMIT[:12]}"
+    if (target / "CMakeLists.txt").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    sdist = root / LLAMA_CPP_SDIST_NAME
+    if not sdist.exists() or _sha256(sdist) != LLAMA_CPP_SDIST_SHA256:
+        _download_sdist(root, quiet)
+    digest = _sha256(sdist)
+    if digest != LLAMA_CPP_SDIST_SHA256:
+        sdist.unlink()
+        raise BuildError(
+            f"{sdist.name} has sha256 {digest}, expected {LLAMA_CPP_SDIST_SHA256}. "
+            "The file on PyPI is not the one this course pins; check your index "
+            "(pip config list) or update helpers/config.py deliberately."
+        )
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+    try:
+        with tarfile.open(sdist) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(_SDIST_PREFIX)]
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, members=members, filter="data")
+            else:  # pragma: no cover - Python < 3.11.4
+                tar.extractall(tmp, members=members)
+        os.replace(tmp / _SDIST_PREFIX, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _download_sdist(root: Path, quiet: bool) -> None:
+    if not quiet:
+        print(f"Downloading llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} sdist from PyPI "
+              f"(llama.cpp {LLAMA_CPP_COMMIT[:7]}, ~77 MB)…", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    try:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+               "--disable-pip-version-check", "-q", "-d", str(tmp),
+               f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not (tmp / LLAMA_CPP_SDIST_NAME).exists():
+            raise BuildError(
+                "Could not download the llama.cpp source from PyPI "
+                f"({' '.join(cmd[2:])}).\n{proc.stderr[-2000:]}\n"
+                "Check that this machine can reach PyPI (pip index versions llama-cpp-python)."
+            )
+        os.replace(tmp / LLAMA_CPP_SDIST_NAME, root / LLAMA_CPP_SDIST_NAME)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def bin_dir(spec: BuildSpec | None = None) -> Path:
+    """Where the binaries of ``spec`` (default: this machine's build) are installed."""
+    spec = spec or BuildSpec.local()
+    return cache_dir() / "bin" / spec.key()
+
+
+def is_built(spec: BuildSpec | None = None) -> bool:
+    spec = spec or BuildSpec.local()
+    directory = bin_dir(spec)
+    return (directory / "build.json").exists() and all((directory / t).exists() for t in spec.targets)
+
+
+def binary(name: str, spec: BuildSpec | None = None, build_if_missing: bool = True) -> Path:
+    """Path to one llama.cpp binary, building llama.cpp first if needed.
+
+    ``$LLAMACPP_COURSE_BIN`` points at an existing folder of binaries instead (for a
+    llama.cpp you built yourself); it is used as-is.
+    """
+    override = os.environ.get("LLAMACPP_COURSE_BIN")
+    if override:
+        path = Path(override) / name
+        if not path.exists():
+            raise BuildError(f"$LLAMACPP_COURSE_BIN={override} has no {name}; unset it or build that target.")
+        return path
+    spec = spec or BuildSpec.local()
+    if name not in spec.targets:
+        raise ValueError(f"{name!r} is not one of the built targets: {', '.join(spec.targets)}")
+    if not is_built(spec):
+        if not build_if_missing:
+            raise BuildError(f"llama.cpp is not built yet for {spec.key()}; run `make llama` "
+                             "(or python -m helpers build).")
+        build(spec)
+    return bin_dir(spec) / name
+
+
+@contextlib.contextmanager
+def _lock(name: str) -> Iterator[None]:
+    """An exclusive file lock, so two processes never build into the same folder."""
+    lock_dir = cache_dir() / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+_PROGRESS = re.compile(r"^\[\s*(\d+)%\]")
+
+
+def build(spec: BuildSpec | None = None, jobs: int | None = None, progress: bool = True) -> Path:
+    """Build llama.cpp for ``spec`` unless the cache has it; return the binaries' folder.
+
+    Output goes to ``build.log`` in the build folder; a progress bar (terminal or notebook)
+    follows cmake's percentage. The binaries are copied into a temporary folder and renamed
+    into place only when every target is there, so a failed or interrupted build never
+    leaves a half-filled cache entry that a later call would trust.
+    """
+    spec = spec or BuildSpec.local()
+    if is_built(spec):
+        return bin_dir(spec)
+    for tool in ("cmake", "c++"):
+        if not shutil.which(tool):
+            raise BuildError(f"`{tool}` is not on PATH. Install it (Debian/Ubuntu: apt-get install "
+                             "cmake build-essential; macOS: xcode-select --install && brew install cmake).")
+    with _lock(spec.key()):
+        if is_built(spec):
+            return bin_dir(spec)
+        source = fetch_source(quiet=not progress)
+        build_tree = cache_dir() / "build" / spec.key()
+        build_tree.mkdir(parents=True, exist_ok=True)
+        log_path = build_tree / "build.log"
+        started = time.monotonic()
+        with open(log_path, "w") as log:
+            _run_logged(configure_command(source, build_tree, dict(spec.defs)), log, log_path, None)
+            bar = _progress_bar(spec, progress)
+            try:
+                _run_logged(build_command(build_tree, spec.targets, jobs), log, log_path, bar)
+            finally:
+                if bar is not None:
+                    bar.close()
+        seconds = time.monotonic() - started
+        final = bin_dir(spec)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".install-", dir=final.parent))
+        try:
+            for target in spec.targets:
+                shutil.copy2(build_tree / "bin" / target, tmp / target)
+            (tmp / "build.json").write_text(json.dumps({
+                "llama_cpp_commit": LLAMA_CPP_COMMIT,
+                "defs": dict(spec.defs),
+                "targets": list(spec.targets),
+                "build_seconds": round(seconds, 1),
+            }, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if progress:
+            print(f"llama.cpp {LLAMA_CPP_COMMIT[:7]} built in {seconds:.0f} s → {final}", flush=True)
+        return final
+
+
+def _progress_bar(spec: BuildSpec, enabled: bool):  # noqa: ANN202 - tqdm type varies
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=100, unit="%", desc=f"Building llama.cpp ({'CUDA' if spec.cuda else 'CPU'})",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}]")
+
+
+def _run_logged(cmd: list[str], log, log_path: Path, bar) -> None:  # noqa: ANN001
+    log.write("$ " + " ".join(cmd) + "\n")
+    log.flush()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.write(line)
+        m = _PROGRESS.match(line)
+        if bar is not None and m:
+            bar.update(max(0, int(m.group(1)) - bar.n))
+    rc = proc.wait()
+    log.flush()
+    if rc != 0:
+        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
+        raise BuildError(f"`{' '.join(cmd[:3])} …` failed with exit code {rc}. Full log: {log_path}\n{tail}")

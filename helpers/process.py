@@ -1,0 +1,99 @@
+"""Start and stop llama.cpp processes so that none is ever left behind.
+
+Every process is started in its own session (a new process group). Stopping it signals the
+whole group — SIGTERM first, so llama-server can print its final timings, then SIGKILL if it
+does not exit in time. That also catches any helper process llama.cpp may have forked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from helpers.errors import PortInUseError
+
+
+def spawn(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout=subprocess.PIPE,  # noqa: ANN001 - file, PIPE or DEVNULL
+    stderr=subprocess.PIPE,  # noqa: ANN001
+) -> subprocess.Popen:
+    """Popen in a new session, stdin closed (llama.cpp must never wait for keyboard input)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.Popen(
+        list(args),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=full_env,
+        start_new_session=True,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
+    """Terminate ``proc``'s process group and reap it; return its exit code.
+
+    Safe to call twice and on a process that already exited.
+    """
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(timeout=grace_s)
+    else:
+        # The leader is gone; make sure nothing it started lingers in its group.
+        _signal_group(proc, signal.SIGKILL)
+    return proc.returncode
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def describe_exit(returncode: int | None) -> str:
+    """'exit code 1' or 'signal SIGABRT (a crash)' — for error messages."""
+    if returncode is None:
+        return "no exit code (still running)"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"{name} (it crashed or was killed)"
+    return f"exit code {returncode}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise :class:`PortInUseError` if something already listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"port {port} on {host} is already in use (another llama-server?). "
+                    "Stop that process, choose another port, or pass port=None to pick a free one."
+                ) from None
+            raise

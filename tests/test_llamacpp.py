@@ -1,0 +1,81 @@
+"""The pinned llama.cpp: source, build recipe (as data) and the cached binaries."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+
+from helpers import config, llamacpp
+
+
+def test_pin_is_consistent():
+    assert len(config.LLAMA_CPP_COMMIT) == 40
+    assert config.LLAMA_CPP_COMMIT.startswith("0c1e57098bba")
+    assert config.LLAMA_CPP_SDIST_NAME == "llama_cpp_python-0.3.36.tar.gz"
+
+
+def test_cmake_definitions_local_and_image():
+    local = llamacpp.cmake_definitions()
+    assert local["BUILD_SHARED_LIBS"] == "OFF" and local["CMAKE_BUILD_TYPE"] == "Release"
+    assert local["LLAMA_BUILD_COMMIT"] == config.LLAMA_CPP_COMMIT[:7]
+    assert local["LLAMA_USE_PREBUILT_UI"] == "OFF"
+    assert "GGML_CUDA" not in local and "GGML_NATIVE" not in local  # platform defaults kept
+    image = llamacpp.cmake_definitions(cuda=True, cuda_architectures="89", portable=True, prebuilt_web_ui=True)
+    assert image == {**local, "GGML_CUDA": "ON", "GGML_NATIVE": "OFF", "CMAKE_CUDA_ARCHITECTURES": "89",
+                     "LLAMA_USE_PREBUILT_UI": "ON"}
+
+
+def test_commands_are_plain_argument_lists():
+    cfg = llamacpp.configure_command("/src", "/b", {"B": "2", "A": "1"})
+    assert cfg == ["cmake", "-S", "/src", "-B", "/b", "-DA=1", "-DB=2"]
+    build = llamacpp.build_command("/b", jobs=3)
+    assert build[:6] == ["cmake", "--build", "/b", "--config", "Release", "-j"] and build[6] == "3"
+    assert build[-5:] == list(llamacpp.BUILD_TARGETS)
+    assert set(llamacpp.BUILD_TARGETS) == {"llama-completion", "llama-cli", "llama-server",
+                                           "llama-quantize", "llama-bench"}
+
+
+def test_cache_key_follows_flags(monkeypatch):
+    monkeypatch.setenv(llamacpp.CUDA_ENV, "0")
+    cpu = llamacpp.BuildSpec.local()
+    assert cpu == llamacpp.BuildSpec.local() and not cpu.cuda
+    cuda = llamacpp.BuildSpec.local(cuda=True)
+    assert cuda.cuda and cuda.key() != cpu.key()
+    assert cpu.key().startswith(config.LLAMA_CPP_COMMIT[:12] + "-cpu-")
+
+
+def test_cuda_detection_override(monkeypatch):
+    monkeypatch.setenv(llamacpp.CUDA_ENV, "1")
+    assert llamacpp.cuda_available()
+    monkeypatch.setenv(llamacpp.CUDA_ENV, "off")
+    assert not llamacpp.cuda_available()
+
+
+def test_cache_dir_override(monkeypatch, tmp_path):
+    monkeypatch.setenv(config.CACHE_ENV, str(tmp_path / "c"))
+    assert config.cache_dir() == (tmp_path / "c").resolve()
+    assert llamacpp.bin_dir(llamacpp.BuildSpec.local(cuda=False)).is_relative_to(tmp_path)
+
+
+def test_source_is_the_pinned_sdist(llama_bin):
+    sdist = config.cache_dir() / "src" / config.LLAMA_CPP_SDIST_NAME
+    assert hashlib.sha256(sdist.read_bytes()).hexdigest() == config.LLAMA_CPP_SDIST_SHA256
+    tree = llamacpp.fetch_source()
+    assert (tree / "tools" / "server" / "server.cpp").exists()
+    assert (tree / "src" / "llama-quant.cpp").exists()
+
+
+def test_built_binaries_report_the_pin(llama_bin):
+    for target in llamacpp.BUILD_TARGETS:
+        assert (llama_bin / target).exists()
+    out = subprocess.run([str(llama_bin / "llama-server"), "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert config.LLAMA_CPP_COMMIT[:7] in out.stdout + out.stderr
+
+
+def test_second_build_is_instant(llama_bin):
+    started = time.monotonic()
+    assert llamacpp.build(progress=False) == llama_bin
+    assert time.monotonic() - started < 2
+    assert llamacpp.binary("llama-quantize") == llama_bin / "llama-quantize"

@@ -1,0 +1,62 @@
+"""Project plumbing: dependency single source, CLI exit codes, the end-to-end demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_installs_the_project_and_nothing_else():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = env["dependencies"]
+    pip_sections = [d["pip"] for d in deps if isinstance(d, dict)]
+    assert pip_sections == [["-e .[dev]"]], "environment.yml must defer to pyproject.toml"
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
+    minimum = project["requires-python"].removeprefix(">=")
+    assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, minimum.split(".")))
+    conda_names = {d.split("=")[0] for d in deps if isinstance(d, str)}
+    declared = {d.split(">")[0].split("=")[0].split("[")[0].lower() for d in project["dependencies"]}
+    assert not (conda_names & declared), "runtime dependencies belong in pyproject.toml only"
+
+
+def test_pinned_tools():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dev = project["optional-dependencies"]["dev"]
+    assert "nbval==0.11.0" in dev
+    runtime = " ".join(project["dependencies"])
+    for name in ("modal", "huggingface-hub", "openai", "ipywidgets", "gguf"):
+        assert name in runtime
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "helpers", *args], capture_output=True, text=True,
+                          timeout=600, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["complete", "--prompt", ""], "prompt is empty"),
+    (["complete", "--prompt", "Hi", "-n", "-5"], "n_predict must be -1"),
+    (["complete", "--prompt", "Hi", "--model", "/nonexistent/x.gguf"], "model file not found"),
+    (["demo", "--repo", "not-a-repo-id"], "org/name"),
+])
+def test_cli_bad_input_is_a_clear_error(args, message):
+    out = _cli(*args)
+    assert out.returncode == 1
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.usefixtures("no_orphans")
+def test_demo_end_to_end(llama_bin):
+    out = _cli("demo", "-n", "16")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for needle in ("llama-completion (one shot)", "decode       15 tokens", "Host", "llama-server   ready",
+                   "chat (thinking on  )", "chat (thinking off )", "server stopped: yes"):
+        assert needle in out.stdout, needle

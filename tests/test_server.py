@@ -1,0 +1,99 @@
+"""llama-server through the openai client: readiness, streaming, auth, and clean shutdown."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import openai
+import pytest
+
+from helpers.client import stream_chat, wait_until_ready
+from helpers.errors import PortInUseError, ServerStartError
+from helpers.process import free_port
+from helpers.runtime import LocalServer
+
+pytestmark = pytest.mark.usefixtures("no_orphans")
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    with LocalServer.for_model(tiny_model, parallel=2, ctx_per_slot=1024) as s:
+        yield s
+
+
+def test_health_and_props(server):
+    assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}
+    props = httpx.get(server.base_url + "/props").json()
+    assert props["total_slots"] == 2
+    assert props["default_generation_settings"]["n_ctx"] == 2048  # parallel x ctx_per_slot
+    assert server.ready_s is not None and 0 < server.ready_s < 60
+
+
+def test_stream_thinking_goes_to_reasoning(server):
+    r = stream_chat(server.client(), "Why is decoding memory-bound?", max_tokens=12, thinking=True)
+    assert r.reasoning and not r.content  # the template opened <think>; the model never closed it
+    assert r.completion_tokens == 12 and r.finish_reason == "length"
+    assert r.ttft_s > 0 and r.tokens_per_s > 0
+    assert r.server_timings["predicted_n"] == 12
+
+
+def test_stream_without_thinking_goes_to_content(server):
+    chunks: list[tuple[str, str]] = []
+    r = stream_chat(server.client(), "Hello", max_tokens=10, thinking=False,
+                    echo=lambda ch, text: chunks.append((ch, text)))
+    assert r.content and not r.reasoning
+    assert "".join(t for ch, t in chunks if ch == "content") == r.content
+    assert r.prompt_tokens > 0
+
+
+def test_plain_openai_call(server):
+    client = server.client()
+    (model,) = client.models.list().data
+    assert model.id == server.settings.model_name
+    resp = client.chat.completions.create(model=model.id, max_tokens=5,
+                                          messages=[{"role": "user", "content": "Hi"}])
+    assert resp.usage.completion_tokens == 5
+
+
+def test_server_stops_on_exit_and_after_errors(tiny_model):
+    s = LocalServer.for_model(tiny_model)
+    with pytest.raises(RuntimeError, match="boom"), s:
+        assert s.running
+        raise RuntimeError("boom")
+    assert not s.running
+    with socket.socket() as sock:  # the port is free again
+        sock.bind((s.settings.host, s.settings.port))
+
+
+def test_port_in_use(tiny_model):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port} .* already in use"):
+            LocalServer.for_model(tiny_model, port=port).start()
+
+
+def test_server_that_dies_while_loading(tmp_path, tiny_model):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(tiny_model.read_bytes()[:100_000])
+    s = LocalServer.for_model(broken)
+    with pytest.raises(ServerStartError, match="exited with exit code") as err:
+        s.start()
+    assert err.value.log_tail
+    assert not s.running
+
+
+def test_api_key_is_enforced(tiny_model):
+    with LocalServer.for_model(tiny_model, api_key="sesame") as s:
+        assert httpx.get(s.base_url + "/health").status_code == 200  # health stays public
+        anonymous = openai.OpenAI(base_url=s.openai_base_url, api_key="wrong")
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.models.list()
+        assert stream_chat(s.client(), "Hi", max_tokens=3).completion_tokens == 3
+
+
+def test_wait_times_out_when_nothing_listens():
+    with pytest.raises(ServerStartError, match="not ready after"):
+        wait_until_ready(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
