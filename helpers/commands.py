@@ -94,8 +94,9 @@ class ServerSettings:
     """A long-lived llama-server.
 
     ``parallel`` slots serve that many requests at once (continuous batching);
-    ``ctx_per_slot`` is the context each of them is guaranteed. llama-server's ``--ctx-size``
-    is the *total* KV cache shared by all slots, so we pass ``parallel * ctx_per_slot``.
+    ``ctx_per_slot`` is the context each of them gets. llama-server's ``--ctx-size`` is the
+    *total* KV cache, divided among the slots when ``--parallel`` is given, so we pass
+    ``parallel * ctx_per_slot`` (the server then logs ``n_ctx_slot = ctx_per_slot``).
     The API key is not an argument on purpose: command lines are visible to every user
     of the machine (``ps``), so :func:`server_env` passes it in the environment instead.
     """

@@ -9,6 +9,7 @@ them and a flag change never reuses a stale build.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -16,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,6 +51,62 @@ BUILD_TARGETS: tuple[str, ...] = (
 CUDA_ENV = "LLAMACPP_COURSE_CUDA"
 
 _SDIST_PREFIX = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}/vendor/llama.cpp/"
+
+
+@dataclass(frozen=True)
+class SourcePatch:
+    """A literal replacement in the pinned source, with the reason it exists."""
+
+    path: str
+    old: str
+    new: str
+    why: str
+
+
+#: Our only change to the pinned llama.cpp. Its logger prints from a worker thread and
+#: the programs may exit before that thread has written everything
+#: (ggml-org/llama.cpp#22142): on a 2-core machine llama-completion lost its generated
+#: text and speed lines in about one run in four. Draining the logger at exit fixes it.
+SOURCE_PATCHES: tuple[SourcePatch, ...] = (
+    SourcePatch(
+        path="tools/completion/completion.cpp",
+        old="    atexit([]() { console::cleanup(); });\n",
+        new="    atexit([]() { console::cleanup(); common_log_pause(common_log_main()); });\n",
+        why="drain the asynchronous logger before exit, so no output is lost",
+    ),
+)
+
+
+def patches_digest(patches: tuple[SourcePatch, ...] = SOURCE_PATCHES) -> str:
+    blob = json.dumps([[p.path, p.old, p.new] for p in patches])
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+def apply_patches(tree: Path, patches: tuple[SourcePatch, ...] = SOURCE_PATCHES) -> None:
+    """Apply :data:`SOURCE_PATCHES` to a source tree (idempotent; loud if it doesn't fit)."""
+    for patch in patches:
+        target = tree / patch.path
+        text = target.read_text()
+        if patch.new in text:
+            continue
+        if text.count(patch.old) != 1:
+            raise BuildError(f"patch for {patch.path} does not apply: the pinned source changed? ({patch.why})")
+        target.write_text(text.replace(patch.old, patch.new))
+
+
+def patch_command(tree: str) -> str:
+    """A shell command applying the same patches inside an image (no helpers needed there)."""
+    payload = base64.b64encode(json.dumps([[p.path, p.old, p.new] for p in SOURCE_PATCHES]).encode()).decode()
+    code = (
+        "import base64,json,pathlib,sys\n"
+        f"root=pathlib.Path({tree!r})\n"
+        f"for path,old,new in json.loads(base64.b64decode({payload!r})):\n"
+        "    f=root/path; t=f.read_text()\n"
+        "    if new in t: continue\n"
+        "    if t.count(old)!=1: sys.exit('patch does not apply: '+path)\n"
+        "    f.write_text(t.replace(old,new))\n"
+    )
+    return "python3 -c " + shlex.quote(code)
 
 
 def cmake_definitions(
@@ -108,7 +166,7 @@ def source_fetch_script(dest: str) -> list[str]:
     """Shell commands that put the pinned llama.cpp source at ``dest`` (for images).
 
     The same steps as :func:`fetch_source`: download the sdist from PyPI, check its
-    sha256, unpack only ``vendor/llama.cpp``.
+    sha256, unpack only ``vendor/llama.cpp``, apply :data:`SOURCE_PATCHES`.
     """
     parent = dest.rstrip("/").rsplit("/", 1)[0] or "/"
     return [
@@ -117,6 +175,7 @@ def source_fetch_script(dest: str) -> list[str]:
         f"echo '{LLAMA_CPP_SDIST_SHA256}  /tmp/sdist/{LLAMA_CPP_SDIST_NAME}' | sha256sum -c -",
         f"mkdir -p {parent} && tar -xzf /tmp/sdist/{LLAMA_CPP_SDIST_NAME} -C /tmp/sdist {_SDIST_PREFIX.rstrip('/')}",
         f"mv /tmp/sdist/{_SDIST_PREFIX} {dest} && rm -rf /tmp/sdist",
+        patch_command(dest),
     ]
 
 
@@ -156,7 +215,8 @@ class BuildSpec:
         return dict(self.defs).get("GGML_CUDA") == "ON"
 
     def key(self) -> str:
-        blob = json.dumps({"defs": self.defs, "targets": self.targets, "machine": platform.machine()})
+        blob = json.dumps({"defs": self.defs, "targets": self.targets, "machine": platform.machine(),
+                           "patches": patches_digest()})
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         return f"{LLAMA_CPP_COMMIT[:12]}-{'cuda' if self.cuda else 'cpu'}-{digest}"
 
@@ -165,11 +225,12 @@ def fetch_source(root: Path | None = None, quiet: bool = False) -> Path:
     """Download (once) the pinned sdist and unpack ``vendor/llama.cpp``; return its path.
 
     The sdist's sha256 is checked against :data:`LLAMA_CPP_SDIST_SHA256`: a different file
-    would silently mean a different llama.cpp. The tree is unpacked into a temporary folder
-    and renamed into place, so an interrupted unpack never looks complete.
+    would silently mean a different llama.cpp. The tree is unpacked into a temporary folder,
+    patched (:data:`SOURCE_PATCHES`) and renamed into place, so an interrupted unpack never
+    looks complete.
     """
     root = root or cache_dir() / "src"
-    target = root / f"llama.cpp-{LLAMA_CPP_COMMIT[:12]}"
+    target = root / f"llama.cpp-{LLAMA_CPP_COMMIT[:12]}-p{patches_digest()}"
     if (target / "CMakeLists.txt").exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
@@ -192,6 +253,7 @@ def fetch_source(root: Path | None = None, quiet: bool = False) -> Path:
                 tar.extractall(tmp, members=members, filter="data")
             else:  # pragma: no cover - Python < 3.11.4
                 tar.extractall(tmp, members=members)
+        apply_patches(tmp / _SDIST_PREFIX)
         os.replace(tmp / _SDIST_PREFIX, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

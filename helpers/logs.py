@@ -189,6 +189,7 @@ class JsonlLog:
     raw_lines: list[str] = field(default_factory=list)  # anything that was not JSON
     memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
     stopped_by_eos: bool = False
+    _held: list[str] = field(default_factory=list, repr=False)
 
     def feed(self, line: str) -> str | None:
         """Take one stdout line; return the generated text it carries, if any."""
@@ -213,7 +214,14 @@ class JsonlLog:
         level = record.get("level")
         if level == "none":
             self.text_pieces.append(msg)
-            return msg
+            if msg in (_END_OF_TEXT, "\n\n"):
+                # Possibly llama-completion's closing decoration: hold it back until we
+                # know more text follows, so live output matches the final ``text``.
+                self._held.append(msg)
+                return None
+            out = "".join(self._held) + msg
+            self._held.clear()
+            return out
         self.messages.append(msg.rstrip("\n"))
         if level == "error":
             self.errors.append(msg.rstrip("\n"))

@@ -191,6 +191,8 @@ class LocalServer:
 
     settings: ServerSettings | None = None
     ready_timeout_s: float = 120.0
+    #: Keep the server's log file after a clean stop (it is always kept after a failure).
+    keep_log: bool = False
     proc: Any = field(default=None, init=False, repr=False)
     ready_s: float | None = field(default=None, init=False)
     log_path: Path | None = field(default=None, init=False)
@@ -254,8 +256,12 @@ class LocalServer:
         return "\n".join(lines[-n:])
 
     def stop(self) -> None:
-        if self.proc is not None:
-            process.stop(self.proc)
+        if self.proc is None:
+            return
+        was_healthy = self.ready_s is not None and self.proc.poll() is None
+        process.stop(self.proc)
+        if was_healthy and not self.keep_log and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
 
     @property
     def running(self) -> bool:

@@ -79,3 +79,32 @@ def test_second_build_is_instant(llama_bin):
     assert llamacpp.build(progress=False) == llama_bin
     assert time.monotonic() - started < 2
     assert llamacpp.binary("llama-quantize") == llama_bin / "llama-quantize"
+
+
+def test_source_patch_is_applied_the_same_way_here_and_in_images(llama_bin, tmp_path):
+    """The image's shell command and the local Python path produce identical sources."""
+    import tarfile
+
+    name = llamacpp._SDIST_PREFIX + llamacpp.SOURCE_PATCHES[0].path
+    with tarfile.open(config.cache_dir() / "src" / config.LLAMA_CPP_SDIST_NAME) as tar:
+        original = tar.extractfile(name).read().decode()
+    for where in ("local", "image"):
+        target = tmp_path / where / llamacpp.SOURCE_PATCHES[0].path
+        target.parent.mkdir(parents=True)
+        target.write_text(original)
+    llamacpp.apply_patches(tmp_path / "local")
+    subprocess.run(llamacpp.patch_command(str(tmp_path / "image")), shell=True, check=True)
+    local = (tmp_path / "local" / llamacpp.SOURCE_PATCHES[0].path).read_text()
+    assert local == (tmp_path / "image" / llamacpp.SOURCE_PATCHES[0].path).read_text() != original
+    assert "common_log_pause(common_log_main())" in local
+    patched_tree = llamacpp.fetch_source()
+    assert (patched_tree / llamacpp.SOURCE_PATCHES[0].path).read_text() == local
+
+
+def test_every_run_prints_everything(llama_bin, tiny_model):
+    """Regression for the lost-log race (ggml-org/llama.cpp#22142) that our patch fixes."""
+    from helpers.runtime import run_completion
+
+    for _ in range(12):
+        result = run_completion("Logs", model=tiny_model, n_predict=4, seed=1, stream=False)
+        assert result.perf is not None and result.perf.eval_tokens == 3 and result.text

@@ -58,5 +58,5 @@ def test_demo_end_to_end(llama_bin):
     out = _cli("demo", "-n", "16")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for needle in ("llama-completion (one shot)", "decode       15 tokens", "Host", "llama-server   ready",
-                   "chat (thinking on  )", "chat (thinking off )", "server stopped: yes"):
+                   "chat (thinking on )", "chat (thinking off)", "server stopped: yes"):
         assert needle in out.stdout, needle

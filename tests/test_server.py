@@ -26,7 +26,8 @@ def test_health_and_props(server):
     assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}
     props = httpx.get(server.base_url + "/props").json()
     assert props["total_slots"] == 2
-    assert props["default_generation_settings"]["n_ctx"] == 2048  # parallel x ctx_per_slot
+    # --ctx-size 2048 (parallel x ctx_per_slot) split into two slots of 1024
+    assert props["default_generation_settings"]["n_ctx"] == 1024
     assert server.ready_s is not None and 0 < server.ready_s < 60
 
 
