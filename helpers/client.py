@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
-import httpx
 
 from helpers.errors import ServerStartError
 
@@ -49,25 +49,40 @@ def wait_until_ready(
         detail = describe_failure() if describe_failure else ""
         return ServerStartError(f"llama-server at {base_url} {reason}", log_tail=detail)
 
-    with httpx.Client(timeout=max(5.0, max_poll_s)) as http:
-        while True:
-            if is_alive is not None and not is_alive():
-                raise fail("exited before it became ready")
-            try:
-                resp = http.get(url, headers=headers)
-                if resp.status_code == 200:
-                    return time.monotonic() - started
-                if resp.status_code != 503:
-                    raise fail(f"answered /health with HTTP {resp.status_code}: {resp.text[:200]}")
-                last = "503 (model still loading)"
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}"
-            elapsed = time.monotonic() - started
-            if elapsed > timeout_s:
-                raise fail(f"was not ready after {timeout_s:.0f} s (last answer: {last}). "
-                           "A big model on a cold machine can need longer: raise timeout_s.")
-            time.sleep(min(pause, max(0.0, timeout_s - elapsed)))
-            pause = min(pause * 2, max_poll_s)
+    while True:
+        if is_alive is not None and not is_alive():
+            raise fail("exited before it became ready")
+        status, body = http_get(url, headers=headers, timeout_s=max(5.0, max_poll_s))
+        if status == 200:
+            return time.monotonic() - started
+        if status == 503:
+            last = "503 (model still loading)"
+        elif status is None:
+            last = body  # connection refused / reset: the port is not open yet
+        else:
+            raise fail(f"answered /health with HTTP {status}: {body[:200]}")
+        elapsed = time.monotonic() - started
+        if elapsed > timeout_s:
+            raise fail(f"was not ready after {timeout_s:.0f} s (last answer: {last}). "
+                       "A big model on a cold machine can need longer: raise timeout_s.")
+        time.sleep(min(pause, max(0.0, timeout_s - elapsed)))
+        pause = min(pause * 2, max_poll_s)
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, timeout_s: float = 5.0) -> tuple[int | None, str]:
+    """GET with the standard library: ``(status, body)``, or ``(None, reason)`` if unreachable.
+
+    Plain ``urllib`` keeps readiness checks free of any HTTP-library version question.
+    """
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, f"{type(exc).__name__}: {reason}"
 
 
 @dataclass

@@ -149,9 +149,7 @@ def _is_network_error(exc: BaseException) -> bool:
 
 def hub_reachable(timeout_s: float = 3.0) -> bool:
     """True if huggingface.co answers (used to choose between real and synthetic models)."""
-    import httpx
+    from helpers.client import http_get
 
-    try:
-        return httpx.head("https://huggingface.co/api/models/Qwen/Qwen3-8B-GGUF", timeout=timeout_s).status_code < 500
-    except httpx.HTTPError:
-        return False
+    status, _ = http_get("https://huggingface.co/api/models/Qwen/Qwen3-8B-GGUF", timeout_s=timeout_s)
+    return status is not None and status < 500

@@ -86,8 +86,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def ensure_port_free(host: str, port: int) -> None:
-    """Raise :class:`PortInUseError` if something already listens on ``host:port``."""
+    """Raise :class:`PortInUseError` if something already listens on ``host:port``.
+
+    ``SO_REUSEADDR`` makes the probe ignore connections of a server that just stopped
+    (TIME_WAIT), exactly as llama-server's own bind does; only a live listener counts.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:

@@ -62,3 +62,14 @@ def test_jsonl_and_text_logs_of_the_real_binary_agree(llama_bin, tiny_model):
     m_json, m_text = log.memory, parse_memory_table(plain.stderr)
     assert m_json.host is not None and m_json.host.model_mib > 0
     assert m_json.to_dict() == m_text.to_dict()
+
+
+def test_real_cuda_log_from_our_build():
+    """The -v table of our CUDA build on an H200 (synthetic Qwen3-8B Q5_K_M, n_ctx 4096)."""
+    mem = parse_memory_table((DATA / "h200_synthetic_qwen3_8b" / "completion_c4096.log").read_text())
+    gpu = mem.row("CUDA0")
+    assert gpu.description == "H200" and gpu.total_mib == 143155
+    assert (gpu.model_mib, gpu.context_mib, gpu.compute_mib) == (5166, 576, 304)
+    assert (mem.host.model_mib, mem.host.compute_mib) == (408, 20)
+    big = parse_memory_table((DATA / "h200_synthetic_qwen3_8b" / "completion_c32768.log").read_text())
+    assert big.row("CUDA0").context_mib == 8 * 576  # KV cache grows linearly with n_ctx

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
-import httpx
 import openai
 import pytest
 
-from helpers.client import stream_chat, wait_until_ready
+from helpers.client import http_get, stream_chat, wait_until_ready
 from helpers.errors import PortInUseError, ServerStartError
-from helpers.process import free_port
+from helpers.process import ensure_port_free, free_port
 from helpers.runtime import LocalServer
 
 pytestmark = pytest.mark.usefixtures("no_orphans")
@@ -23,8 +23,9 @@ def server(tiny_model):
 
 
 def test_health_and_props(server):
-    assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}
-    props = httpx.get(server.base_url + "/props").json()
+    assert http_get(server.base_url + "/health") == (200, json.dumps({"status": "ok"}, separators=(",", ":")))
+    status, body = http_get(server.base_url + "/props")
+    props = json.loads(body)
     assert props["total_slots"] == 2
     # --ctx-size 2048 (parallel x ctx_per_slot) split into two slots of 1024
     assert props["default_generation_settings"]["n_ctx"] == 1024
@@ -63,8 +64,10 @@ def test_server_stops_on_exit_and_after_errors(tiny_model):
         assert s.running
         raise RuntimeError("boom")
     assert not s.running
-    with socket.socket() as sock:  # the port is free again
-        sock.bind((s.settings.host, s.settings.port))
+    ensure_port_free(s.settings.host, s.settings.port)  # nothing listens there any more
+    again = LocalServer.for_model(tiny_model, port=s.settings.port)  # and it can be reused at once
+    with again:
+        assert again.running
 
 
 def test_port_in_use(tiny_model):
@@ -88,7 +91,7 @@ def test_server_that_dies_while_loading(tmp_path, tiny_model):
 
 def test_api_key_is_enforced(tiny_model):
     with LocalServer.for_model(tiny_model, api_key="sesame") as s:
-        assert httpx.get(s.base_url + "/health").status_code == 200  # health stays public
+        assert http_get(s.base_url + "/health")[0] == 200  # health stays public
         anonymous = openai.OpenAI(base_url=s.openai_base_url, api_key="wrong")
         with pytest.raises(openai.AuthenticationError):
             anonymous.models.list()
