@@ -253,3 +253,18 @@ def read_jsonl(lines: Iterable[str]) -> JsonlLog:
     for line in lines:
         log.feed(line)
     return log
+
+
+_BUFFER = re.compile(r"(?P<where>\S+)\s+(?P<kind>model|KV|compute|output) buffer size =\s*(?P<mib>[0-9.]+) MiB")
+
+
+def parse_buffer_sizes(text: str) -> dict[tuple[str, str], float]:
+    """The ``… buffer size = X MiB`` lines (two decimals, finer than the breakdown table).
+
+    Keys are ``(kind, where)``, e.g. ``("KV", "CPU")`` or ``("compute", "CUDA0")``; when a
+    line repeats (llama.cpp may reserve twice), the last value wins.
+    """
+    sizes: dict[tuple[str, str], float] = {}
+    for m in _BUFFER.finditer(text):
+        sizes[(m["kind"], m["where"])] = float(m["mib"])
+    return sizes

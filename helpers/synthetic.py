@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers.config import models_dir
+from helpers.model_shape import ModelShape
 from helpers.tokenizer import BpeVocabulary, train_bpe
 
 # Our ChatML template. Thinking is on by default: the generation prompt opens a <think>
@@ -122,40 +123,23 @@ def vocabulary(spec: SyntheticSpec) -> tuple[list[str], list[int], BpeVocabulary
     return tokens, types, bpe
 
 
+def model_shape(spec: SyntheticSpec, n_vocab: int | None = None) -> ModelShape:
+    """The :class:`ModelShape` of a synthetic spec (the calculators' view of it)."""
+    if n_vocab is None:
+        n_vocab = len(vocabulary(spec)[0])
+    return ModelShape(arch="qwen3", n_layer=spec.n_layer, n_embd=spec.n_embd, n_ff=spec.n_ff, n_head=spec.n_head,
+                      n_head_kv=spec.n_head_kv, head_dim=spec.head_dim, n_vocab=n_vocab, tied=spec.tied,
+                      n_ctx_train=spec.n_ctx_train, name=f"synthetic-{spec.name}")
+
+
 def tensor_plan(spec: SyntheticSpec, n_vocab: int) -> list[tuple[str, tuple[int, ...]]]:
     """(name, numpy shape) for every tensor, in the order convert_hf_to_gguf writes them.
 
-    Names come from gguf's own table for the Qwen3 architecture, so they cannot drift from
-    what llama.cpp expects. Numpy shapes are (rows, columns) = (out, in); GGUF stores the
-    reverse.
+    The list comes from :class:`helpers.model_shape.ModelShape`, the same one the memory
+    calculator uses, so the files we write and the sizes we predict cannot disagree.
+    Numpy shapes are (rows, columns) = (out, in); GGUF stores the reverse.
     """
-    import gguf
-
-    names = gguf.TENSOR_NAMES
-    t = gguf.MODEL_TENSOR
-    q_dim, kv_dim = spec.n_head * spec.head_dim, spec.n_head_kv * spec.head_dim
-    plan: list[tuple[str, tuple[int, ...]]] = [(names[t.TOKEN_EMBD] + ".weight", (n_vocab, spec.n_embd))]
-    for i in range(spec.n_layer):
-        def blk(kind: gguf.MODEL_TENSOR, i: int = i) -> str:
-            return names[kind].format(bid=i) + ".weight"
-
-        plan += [
-            (blk(t.ATTN_NORM), (spec.n_embd,)),
-            (blk(t.ATTN_Q), (q_dim, spec.n_embd)),
-            (blk(t.ATTN_K), (kv_dim, spec.n_embd)),
-            (blk(t.ATTN_V), (kv_dim, spec.n_embd)),
-            (blk(t.ATTN_OUT), (spec.n_embd, q_dim)),
-            (blk(t.ATTN_Q_NORM), (spec.head_dim,)),
-            (blk(t.ATTN_K_NORM), (spec.head_dim,)),
-            (blk(t.FFN_NORM), (spec.n_embd,)),
-            (blk(t.FFN_GATE), (spec.n_ff, spec.n_embd)),
-            (blk(t.FFN_UP), (spec.n_ff, spec.n_embd)),
-            (blk(t.FFN_DOWN), (spec.n_embd, spec.n_ff)),
-        ]
-    plan.append((names[t.OUTPUT_NORM] + ".weight", (spec.n_embd,)))
-    if not spec.tied:
-        plan.append((names[t.OUTPUT] + ".weight", (n_vocab, spec.n_embd)))
-    return plan
+    return model_shape(spec, n_vocab).tensors()
 
 
 def _tensor_values(
@@ -268,5 +252,4 @@ def with_dtype(spec: SyntheticSpec, dtype: str) -> SyntheticSpec:
 
 def parameter_count(spec: SyntheticSpec) -> int:
     """Number of weights in a model of this shape (what "8B" counts)."""
-    tokens, _, _ = vocabulary(spec)
-    return sum(int(np.prod(shape)) for _, shape in tensor_plan(spec, len(tokens)))
+    return model_shape(spec).parameter_count()

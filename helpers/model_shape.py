@@ -1,0 +1,177 @@
+"""The shape of a dense Llama-family model, from a Hugging Face config or a GGUF header.
+
+Memory and file size depend only on a model's *shape*: how many layers, how wide, how many
+attention heads, how big the vocabulary — not on the values of its weights. ``ModelShape``
+holds exactly that, can be read from the three places a learner meets it (a ``config.json``,
+a local GGUF file, a GGUF file on the Hub) and lists the tensors ``convert_hf_to_gguf.py``
+would write, with their shapes.
+
+Supported GGUF architectures: ``qwen3`` (per-head q/k norms), ``qwen2`` (q/k/v biases; also
+Qwen2.5 and the DeepSeek-R1 Qwen distills) and ``llama`` (Llama 2/3.x, Mistral, the Llama
+distills). Others raise a clear error rather than a wrong number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+SUPPORTED_ARCHS = ("qwen3", "qwen2", "llama")
+_HF_MODEL_TYPES = {"qwen3": "qwen3", "qwen2": "qwen2", "llama": "llama", "mistral": "llama"}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    arch: str
+    n_layer: int
+    n_embd: int
+    n_ff: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_vocab: int
+    #: Tied embeddings: the file has no ``output.weight``; the embedding doubles as output.
+    tied: bool = False
+    #: Llama 3.1-style RoPE scaling stores a small ``rope_freqs.weight`` tensor.
+    rope_freqs: bool = False
+    n_ctx_train: int = 0
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.arch not in SUPPORTED_ARCHS:
+            raise ValueError(f"architecture {self.arch!r} is not supported; supported: {', '.join(SUPPORTED_ARCHS)}")
+        if self.n_head % self.n_head_kv:
+            raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_head_kv ({self.n_head_kv})")
+
+    @property
+    def n_embd_q(self) -> int:
+        return self.n_head * self.head_dim
+
+    @property
+    def n_embd_kv(self) -> int:
+        """Width of K (and of V) per token per layer: what the KV cache stores."""
+        return self.n_head_kv * self.head_dim
+
+    @property
+    def n_gqa(self) -> int:
+        return self.n_head // self.n_head_kv
+
+    def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(GGUF name, numpy shape) of every tensor, in convert_hf_to_gguf's order."""
+        e, q, kv, f, d = self.n_embd, self.n_embd_q, self.n_embd_kv, self.n_ff, self.head_dim
+        out: list[tuple[str, tuple[int, ...]]] = [("token_embd.weight", (self.n_vocab, e))]
+        for i in range(self.n_layer):
+            b = f"blk.{i}."
+            out.append((b + "attn_norm.weight", (e,)))
+            out.append((b + "attn_q.weight", (q, e)))
+            if self.arch == "qwen2":
+                out.append((b + "attn_q.bias", (q,)))
+            out.append((b + "attn_k.weight", (kv, e)))
+            if self.arch == "qwen2":
+                out.append((b + "attn_k.bias", (kv,)))
+            out.append((b + "attn_v.weight", (kv, e)))
+            if self.arch == "qwen2":
+                out.append((b + "attn_v.bias", (kv,)))
+            out.append((b + "attn_output.weight", (e, q)))
+            if self.arch == "qwen3":
+                out.append((b + "attn_q_norm.weight", (d,)))
+                out.append((b + "attn_k_norm.weight", (d,)))
+            out.append((b + "ffn_norm.weight", (e,)))
+            out.append((b + "ffn_gate.weight", (f, e)))
+            out.append((b + "ffn_up.weight", (f, e)))
+            out.append((b + "ffn_down.weight", (e, f)))
+        out.append(("output_norm.weight", (e,)))
+        if not self.tied:
+            out.append(("output.weight", (self.n_vocab, e)))
+        if self.rope_freqs:
+            out.append(("rope_freqs.weight", (d // 2,)))
+        return out
+
+    def parameter_count(self) -> int:
+        total = 0
+        for _, shape in self.tensors():
+            n = 1
+            for dim in shape:
+                n *= dim
+            total += n
+        return total
+
+    def with_(self, **changes: Any) -> ModelShape:
+        return replace(self, **changes)
+
+
+def from_hf_config(config: dict[str, Any] | str | os.PathLike[str], name: str = "") -> ModelShape:
+    """Shape from a Hugging Face ``config.json`` (a dict, a path, or a Hub repo id).
+
+    ``tie_word_embeddings`` decides whether the GGUF has an ``output.weight``; a missing
+    ``head_dim`` means ``hidden_size / num_attention_heads`` as in transformers.
+    """
+    if not isinstance(config, dict):
+        config, name = _load_config(config), name or str(config)
+    model_type = config.get("model_type", "")
+    if model_type not in _HF_MODEL_TYPES:
+        raise ValueError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(_HF_MODEL_TYPES))}")
+    n_head = int(config["num_attention_heads"])
+    hidden = int(config["hidden_size"])
+    scaling = config.get("rope_scaling") or {}
+    rope_type = scaling.get("rope_type") or scaling.get("type")
+    return ModelShape(
+        arch=_HF_MODEL_TYPES[model_type],
+        n_layer=int(config["num_hidden_layers"]),
+        n_embd=hidden,
+        n_ff=int(config["intermediate_size"]),
+        n_head=n_head,
+        n_head_kv=int(config.get("num_key_value_heads") or n_head),
+        head_dim=int(config.get("head_dim") or hidden // n_head),
+        n_vocab=int(config["vocab_size"]),
+        tied=bool(config.get("tie_word_embeddings", False)),
+        rope_freqs=_HF_MODEL_TYPES[model_type] == "llama" and rope_type == "llama3",
+        n_ctx_train=int(config.get("max_position_embeddings") or 0),
+        name=name or config.get("_name_or_path", ""),
+    )
+
+
+def _load_config(source: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(source)
+    if path.is_file():
+        return json.loads(path.read_text())
+    if path.is_dir() and (path / "config.json").is_file():
+        return json.loads((path / "config.json").read_text())
+    text = str(source)
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(text, "config.json")).read_text())
+    raise FileNotFoundError(f"no config.json at {source}: pass a dict, a path to config.json, or a Hub repo id")
+
+
+def from_gguf_metadata(kv: dict[str, Any], tensor_names: list[str], name: str = "") -> ModelShape:
+    """Shape from a GGUF header's key/values and tensor names (see :mod:`helpers.gguf_header`)."""
+    arch = kv.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise ValueError(f"GGUF architecture {arch!r} is not supported; supported: {', '.join(SUPPORTED_ARCHS)}")
+
+    def key(suffix: str, default: Any = None) -> Any:
+        return kv.get(f"{arch}.{suffix}", default)
+
+    n_embd = int(key("embedding_length"))
+    n_head = int(key("attention.head_count"))
+    tokens = kv.get("tokenizer.ggml.tokens")
+    n_vocab = len(tokens) if tokens is not None else int(key("vocab_size"))
+    return ModelShape(
+        arch=arch,
+        n_layer=int(key("block_count")),
+        n_embd=n_embd,
+        n_ff=int(key("feed_forward_length")),
+        n_head=n_head,
+        n_head_kv=int(key("attention.head_count_kv", n_head)),
+        head_dim=int(key("attention.key_length", n_embd // n_head)),
+        n_vocab=n_vocab,
+        tied="output.weight" not in tensor_names,
+        rope_freqs="rope_freqs.weight" in tensor_names,
+        n_ctx_train=int(key("context_length", 0)),
+        name=name or str(kv.get("general.name", "")),
+    )
