@@ -4,6 +4,8 @@ build     build the pinned llama.cpp for this machine (cached)
 synth     write a synthetic Qwen3 GGUF (tiny, or with Qwen3-8B's exact shapes)
 complete  one non-interactive generation with llama-completion
 demo      the whole local path, end to end (what `make demo` runs)
+size      predicted GGUF file size for a model config and quantization
+memory    predicted llama.cpp memory breakdown on a GPU (or the CPU)
 """
 
 from __future__ import annotations
@@ -53,6 +55,61 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(repo=args.repo, quant=args.quant, n_predict=args.n_predict)
 
 
+def _shape(args: argparse.Namespace):  # noqa: ANN202
+    if args.gguf:
+        from helpers.gguf_header import read_local, read_url
+
+        header = read_url(args.gguf) if args.gguf.startswith(("http://", "https://")) else read_local(args.gguf)
+        return header.shape()
+    from helpers.model_shape import from_hf_config
+
+    return from_hf_config(args.config)
+
+
+def _size(args: argparse.Namespace) -> None:
+    from helpers.memory import file_size
+    from helpers.quant import bits_per_weight, tensor_types, type_histogram
+
+    shape = _shape(args)
+    result = {
+        "quant": args.quant.upper(),
+        "imatrix": args.imatrix,
+        "file_bytes": file_size(shape, args.quant, args.imatrix),
+        "parameters": shape.parameter_count(),
+        "bits_per_weight": round(bits_per_weight(shape, args.quant, args.imatrix), 4),
+        "tensor_types": type_histogram(tensor_types(shape, args.quant, args.imatrix)),
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['quant']}: {result['file_bytes']:,} bytes ({result['file_bytes'] / 1e9:.2f} GB), "
+              f"{result['bits_per_weight']:.2f} bits per weight, types {result['tensor_types']}")
+
+
+def _memory(args: argparse.Namespace) -> None:
+    from helpers.memory import memory_breakdown
+
+    gpu = None if args.gpu.lower() in ("cpu", "none") else args.gpu
+    est = memory_breakdown(_shape(args), args.quant, args.ctx, gpu, n_gpu_layers=args.ngl, kv_type=args.kv_type,
+                           n_ubatch=args.ubatch, flash_attn=not args.no_flash_attn)
+    result = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in est.to_dict().items()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        where = est.gpu or "CPU"
+        print(f"{where}: model {est.gpu_model_mib:,.0f} + context {est.context_mib:,.0f} + compute "
+              f"{est.compute_mib:,.0f} + CUDA {est.overhead_mib:,.0f} = {est.total_gpu_mib:,.0f} MiB "
+              f"(host model {est.host_model_mib:,.0f} MiB); fits: {est.fits}")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="Hugging Face config.json (path, folder, or repo id)")
+    src.add_argument("--gguf", help="a GGUF file (path or http(s) URL; only its header is read)")
+    p.add_argument("--quant", required=True, help="e.g. Q5_K_M")
+    p.add_argument("--json", action="store_true")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m helpers", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,6 +141,21 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--quant", default=None, help="e.g. Q5_K_M")
     d.add_argument("-n", "--n-predict", type=int, default=48)
     d.set_defaults(func=_demo)
+
+    z = sub.add_parser("size", help="predicted GGUF file size")
+    _add_model_args(z)
+    z.add_argument("--imatrix", action="store_true", help="the preset is made with an importance matrix")
+    z.set_defaults(func=_size)
+
+    m = sub.add_parser("memory", help="predicted memory breakdown")
+    _add_model_args(m)
+    m.add_argument("--ctx", type=int, default=4096)
+    m.add_argument("--gpu", default="L4", help="Modal GPU type, or 'cpu'")
+    m.add_argument("--kv-type", default="f16")
+    m.add_argument("--ngl", type=int, default=None, help="layers on the GPU (default: all)")
+    m.add_argument("--ubatch", type=int, default=512)
+    m.add_argument("--no-flash-attn", action="store_true")
+    m.set_defaults(func=_memory)
     return p
 
 
@@ -91,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (CourseError, ValueError, ConnectionError, PermissionError) as exc:
+    except (CourseError, ValueError, ConnectionError, PermissionError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

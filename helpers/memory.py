@@ -55,8 +55,12 @@ def tokenizer_bytes(header: GgufHeader) -> int:
     return sum(n for key, n in header.kv_bytes.items() if key.startswith("tokenizer.ggml."))
 
 
+_TOKENIZER_VOCAB = {"qwen2": 151936, "llama-bpe": 128256, "llama-spm": 32000}
+
+
 def tokenizer_family(shape: ModelShape) -> str | None:
-    if shape.arch in ("qwen2", "qwen3") and shape.n_vocab == 151936:
+    """Which measured tokenizer a model uses (Qwen's vocabularies differ only in padding)."""
+    if shape.arch in ("qwen2", "qwen3") and 151643 <= shape.n_vocab <= 152064:
         return "qwen2"
     if shape.arch == "llama" and shape.n_vocab == 128256:
         return "llama-bpe"
@@ -73,7 +77,10 @@ def tensor_info_bytes(shape: ModelShape) -> int:
 def estimated_header_bytes(shape: ModelShape) -> int:
     """Header size of a converted model: exact tensor list, measured tokenizer, estimated rest."""
     family = tokenizer_family(shape)
-    tokenizer = TOKENIZER_METADATA_BYTES[family] if family else shape.n_vocab * 39  # ~39 B/token (qwen2)
+    if family:  # padding tokens ("[PAD151936]", ~25 bytes with their type) beyond the measured vocabulary
+        tokenizer = TOKENIZER_METADATA_BYTES[family] + (shape.n_vocab - _TOKENIZER_VOCAB[family]) * 25
+    else:
+        tokenizer = shape.n_vocab * 39  # the qwen2 tokenizer's average bytes per token
     return _pad(24 + OTHER_METADATA_BYTES + tokenizer + tensor_info_bytes(shape))
 
 
@@ -353,3 +360,24 @@ def recommend(shape: ModelShape, gpu: str, n_ctx: int = 4096, headroom_mib: floa
 def _bigger_gpus(gpu: str) -> list[str]:
     have = gpu_spec(gpu).memory_mib
     return [g.name for g in GPUS.values() if g.memory_mib > have]
+
+
+#: Bytes per parameter of the plain number formats the rule of thumb uses.
+RULE_OF_THUMB_BYTES = {"FP32": 4.0, "FP16": 2.0, "INT8": 1.0, "INT4": 0.5}
+
+
+def rule_of_thumb(shape: ModelShape) -> dict[str, float]:
+    """Weights-only memory in GB (decimal) for each plain format: parameters × bytes."""
+    n = shape.parameter_count()
+    return {fmt: n * b / 1e9 for fmt, b in RULE_OF_THUMB_BYTES.items()}
+
+
+def fit_table(shape: ModelShape, quants: list[str], gpus: list[str] | None = None, n_ctx: int = 4096,
+              **kw) -> list[dict]:
+    """For each GPU and preset: the predicted GPU total (MiB) and whether it fits."""
+    rows = []
+    for g in gpus or list(GPUS):
+        for q in quants:
+            est = memory_breakdown(shape, q, n_ctx, g, **kw)
+            rows.append({"gpu": g, "quant": q, "total_gpu_mib": round(est.total_gpu_mib), "fits": est.fits})
+    return rows

@@ -175,3 +175,62 @@ def from_gguf_metadata(kv: dict[str, Any], tensor_names: list[str], name: str = 
         n_ctx_train=int(key("context_length", 0)),
         name=name or str(kv.get("general.name", "")),
     )
+
+
+def _cfg(model_type: str, hidden: int, ff: int, layers: int, heads: int, kv: int, vocab: int, tied: bool,
+         ctx: int, head_dim: int | None = None, rope: str | None = None) -> dict[str, Any]:
+    cfg = {"model_type": model_type, "hidden_size": hidden, "intermediate_size": ff, "num_hidden_layers": layers,
+           "num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": vocab,
+           "tie_word_embeddings": tied, "max_position_embeddings": ctx}
+    if head_dim:
+        cfg["head_dim"] = head_dim
+    if rope:
+        cfg["rope_scaling"] = {"rope_type": rope}
+    return cfg
+
+
+#: The fields of a few public ``config.json`` files that the calculators need, so the
+#: notebooks work offline. Values as published on the Hugging Face Hub.
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "Qwen3-0.6B": _cfg("qwen3", 1024, 3072, 28, 16, 8, 151936, True, 40960, 128),
+    "Qwen3-1.7B": _cfg("qwen3", 2048, 6144, 28, 16, 8, 151936, True, 40960, 128),
+    "Qwen3-4B": _cfg("qwen3", 2560, 9728, 36, 32, 8, 151936, True, 40960, 128),
+    "Qwen3-8B": _cfg("qwen3", 4096, 12288, 36, 32, 8, 151936, False, 40960, 128),
+    "Qwen3-14B": _cfg("qwen3", 5120, 17408, 40, 40, 8, 151936, False, 40960, 128),
+    "Qwen3-32B": _cfg("qwen3", 5120, 25600, 64, 64, 8, 151936, False, 40960, 128),
+    "Qwen2.5-7B-Instruct": _cfg("qwen2", 3584, 18944, 28, 28, 4, 152064, False, 32768),
+    "DeepSeek-R1-Distill-Qwen-7B": _cfg("qwen2", 3584, 18944, 28, 28, 4, 152064, False, 131072),
+    "Llama-3.2-1B": _cfg("llama", 2048, 8192, 16, 32, 8, 128256, True, 131072, 64, "llama3"),
+    "Llama-3.1-8B": _cfg("llama", 4096, 14336, 32, 32, 8, 128256, False, 131072, None, "llama3"),
+    "Llama-3.1-70B": _cfg("llama", 8192, 28672, 80, 64, 8, 128256, False, 131072, None, "llama3"),
+    "Mistral-7B-v0.1": _cfg("mistral", 4096, 14336, 32, 32, 8, 32000, False, 32768),
+}
+
+
+def known_shape(name: str) -> ModelShape:
+    """Shape of one of :data:`KNOWN_CONFIGS` (offline)."""
+    if name not in KNOWN_CONFIGS:
+        raise ValueError(f"unknown model {name!r}; known offline: {', '.join(KNOWN_CONFIGS)}")
+    return from_hf_config(KNOWN_CONFIGS[name], name=name)
+
+
+def parameter_groups(shape: ModelShape) -> dict[str, int]:
+    """Where the parameters are: embeddings, attention, feed-forward, norms, output matrix."""
+    groups = {"token embeddings": 0, "attention (q, k, v, o)": 0, "feed-forward (gate, up, down)": 0,
+              "norms and biases": 0, "output matrix": 0}
+    for name, dims in shape.tensors():
+        n = 1
+        for d in dims:
+            n *= d
+        if name == "token_embd.weight":
+            key = "token embeddings"
+        elif name == "output.weight":
+            key = "output matrix"
+        elif len(dims) == 1:
+            key = "norms and biases"
+        elif ".attn_" in name:
+            key = "attention (q, k, v, o)"
+        else:
+            key = "feed-forward (gate, up, down)"
+        groups[key] += n
+    return groups

@@ -25,8 +25,13 @@ def spawn(
     stdout=subprocess.PIPE,  # noqa: ANN001 - file, PIPE or DEVNULL
     stderr=subprocess.PIPE,  # noqa: ANN001
 ) -> subprocess.Popen:
-    """Popen in a new session, stdin closed (llama.cpp must never wait for keyboard input)."""
-    full_env = dict(os.environ)
+    """Popen in a new session, stdin closed (llama.cpp must never wait for keyboard input).
+
+    ``GGML_NO_BACKTRACE=1``: when ggml aborts it forks a debugger to print a backtrace; if
+    two threads abort at once the forks can wait on each other forever. We report crashes
+    ourselves (signal + log tail), so we switch that off unless the caller set it.
+    """
+    full_env = {"GGML_NO_BACKTRACE": "1", **os.environ}
     if env:
         full_env.update(env)
     return subprocess.Popen(

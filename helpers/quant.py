@@ -177,3 +177,81 @@ def bits_per_weight(shape: ModelShape, quant: str, imatrix: bool = False) -> flo
 
 def type_of(name: str) -> GgmlType:
     return ggml_type(name)
+
+
+def quantize(source: str, target: str, quant: str, timeout_s: float = 1800) -> str:
+    """Run the real ``llama-quantize SOURCE TARGET quant``; return the target path.
+
+    Written to a temporary name and renamed, so a failed run never leaves a file that looks
+    finished. Errors carry llama-quantize's last log lines.
+    """
+    import os
+    import subprocess
+
+    from helpers import llamacpp, process
+    from helpers.errors import LlamaProcessError
+
+    preset(quant)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    proc = subprocess.run([str(llamacpp.binary("llama-quantize")), str(source), tmp, preset(quant).name],
+                          capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        raise LlamaProcessError(f"llama-quantize failed with {process.describe_exit(proc.returncode)}",
+                                proc.returncode, tail)
+    os.replace(tmp, target)
+    return str(target)
+
+
+def reconstruction_error(original: str, quantized: str) -> dict[str, float]:
+    """Relative RMS error of each quantized matrix: ||dequant(Q) - W|| / ||W||.
+
+    Both files are read with the ``gguf`` package, whose ``dequantize`` implements every
+    block format in NumPy, independently of llama.cpp.
+    """
+    import gguf
+    import numpy as np
+
+    ref = {t.name: t for t in gguf.GGUFReader(original).tensors}
+    errors = {}
+    for t in gguf.GGUFReader(quantized).tensors:
+        if len(t.shape) < 2 or t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            continue
+        w = gguf.quants.dequantize(ref[t.name].data, ref[t.name].tensor_type).astype(np.float64)
+        q = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
+        norm = np.linalg.norm(w)
+        if norm > 0:
+            errors[t.name] = float(np.linalg.norm(q - w) / norm)
+    return errors
+
+
+def error_ladder(source: str, presets: list[str], workdir: str) -> list[dict[str, float | str]]:
+    """Quantize ``source`` to each preset and measure size and error: the quality/size trade-off.
+
+    Returns one row per preset: bits per weight of the whole file's weights and the overall
+    relative RMS error of all quantized matrices (each matrix weighted by its size).
+    """
+    import os
+
+    import gguf
+    import numpy as np
+
+    from helpers.gguf_header import read_local
+
+    shape = read_local(source).shape()
+    ref = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
+           for t in gguf.GGUFReader(source).tensors if len(t.shape) >= 2}
+    rows = []
+    for q in presets:
+        target = quantize(source, os.path.join(workdir, f"{os.path.basename(source)}.{q}.gguf"), q)
+        err2 = norm2 = 0.0
+        for t in gguf.GGUFReader(target).tensors:
+            if t.name in ref:
+                w = ref[t.name]
+                err2 += float(np.sum((gguf.quants.dequantize(t.data, t.tensor_type) - w) ** 2))
+                norm2 += float(np.sum(w**2))
+        rows.append({"preset": preset(q).name, "bits_per_weight": bits_per_weight(shape, q),
+                     "relative_rmse": (err2 / norm2) ** 0.5, "file_bytes": os.path.getsize(target)})
+    return rows

@@ -6,13 +6,13 @@ import subprocess
 from pathlib import Path
 
 from helpers.commands import CompletionSettings, completion_args
-from helpers.logs import parse_memory_table, parse_perf, read_jsonl
+from helpers.logs import ARTICLE_LOG, parse_memory_table, parse_perf, read_jsonl
 
 DATA = Path(__file__).parent / "data"
 
 
 def test_article_l4_perf_lines():
-    perf = parse_perf((DATA / "article_l4_run.log").read_text())
+    perf = parse_perf(ARTICLE_LOG.read_text())
     assert perf.load_ms == 8146.38
     assert (perf.prompt_tokens, perf.prompt_tokens_per_s) == (9, 63.70)
     assert (perf.eval_tokens, perf.eval_tokens_per_s, perf.eval_ms) == (303, 41.47, 7306.76)
@@ -20,7 +20,7 @@ def test_article_l4_perf_lines():
 
 
 def test_article_l4_memory_table():
-    mem = parse_memory_table((DATA / "article_l4_run.log").read_text())
+    mem = parse_memory_table(ARTICLE_LOG.read_text())
     gpu = mem.row("L4")
     assert gpu.name == "CUDA0" and gpu.kind == "device"
     assert (gpu.total_mib, gpu.free_mib, gpu.self_mib) == (22563, 16261, 6047)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.logs import parse_buffer_sizes, parse_memory_table
+from helpers.logs import ARTICLE_LOG, parse_buffer_sizes, parse_memory_table
 from helpers.memory import (
     MIB,
     bytes_per_token,
@@ -67,7 +67,7 @@ def test_cpu_buffers_match_llama_cpp(llama_bin, cpu_models, case):
 def test_article_l4_breakdown():
     """The article's L4 line: CUDA0 model 5166, context 576, compute 304; Host model 408 (MiB)."""
     est = memory_breakdown(from_hf_config(QWEN3_8B_CONFIG), "Q5_K_M", 4096, "L4")
-    article = parse_memory_table((DATA / "article_l4_run.log").read_text())
+    article = parse_memory_table(ARTICLE_LOG.read_text())
     gpu, host = article.row("L4"), article.host
     assert abs(est.gpu_model_mib - gpu.model_mib) <= 2
     assert abs(est.context_mib - gpu.context_mib) <= 2

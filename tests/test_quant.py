@@ -126,3 +126,51 @@ def test_matches_the_real_8b_file_quantized_on_the_gpu_machine():
 def test_every_preset_has_a_base_type():
     for p in PRESETS.values():
         assert ggml_type(p.base).name == p.base
+
+
+# Q4_K_M files as listed on the Hub (decimal GB, as the Hub rounds them): the rules are general,
+# not fitted to Qwen3-8B.
+OTHER_MODELS_Q4_K_M_GB = {
+    "Qwen3-14B": 9.00,  # Qwen/Qwen3-14B-GGUF
+    "Qwen2.5-7B-Instruct": 4.68,  # Qwen/Qwen2.5-7B-Instruct-GGUF
+    "Llama-3.1-8B": 4.92,  # Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf (bartowski)
+    "Mistral-7B-v0.1": 4.37,  # mistral-7b-v0.1.Q4_K_M.gguf (TheBloke)
+}
+
+
+@pytest.mark.parametrize("name, gb", OTHER_MODELS_Q4_K_M_GB.items())
+def test_other_dense_models(name, gb):
+    from helpers.model_shape import known_shape
+
+    predicted = file_size(known_shape(name), "Q4_K_M") / 1e9
+    assert abs(predicted - gb) / gb < 0.003, (name, predicted)
+
+
+def test_tokenizer_sizes_are_measured_from_llama_cpps_vocab_files(llama_bin):
+    from helpers.llamacpp import fetch_source
+    from helpers.memory import TOKENIZER_METADATA_BYTES, tokenizer_bytes
+
+    models = fetch_source() / "models"
+    for family, expected in TOKENIZER_METADATA_BYTES.items():
+        assert tokenizer_bytes(read_local(models / f"ggml-vocab-{family}.gguf")) == expected
+
+
+def _cli(*args):
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "helpers", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_size_and_memory(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(QWEN3_8B_CONFIG))
+    size = json.loads(_cli("size", "--config", str(tmp_path / "config.json"), "--quant", "Q5_K_M", "--json").stdout)
+    assert size["file_bytes"] == file_size(from_hf_config(QWEN3_8B_CONFIG), "Q5_K_M")
+    out = _cli("memory", "--config", str(tmp_path / "config.json"), "--quant", "Q5_K_M", "--ctx", "4096",
+               "--gpu", "L4", "--kv-type", "f16", "--json")
+    mem = json.loads(out.stdout)
+    assert {"gpu_model_mib", "host_model_mib", "context_mib", "compute_mib", "total_gpu_mib", "fits"} <= set(mem)
+    assert (round(mem["gpu_model_mib"]), mem["context_mib"], mem["fits"]) == (5166, 576.0, True)
+    bad = _cli("memory", "--config", str(tmp_path / "config.json"), "--quant", "Q9", "--json")
+    assert bad.returncode == 1 and "choose one of" in bad.stderr and "Traceback" not in bad.stderr
+    missing = _cli("size", "--config", str(tmp_path / "nope.json"), "--quant", "Q5_K_M")
+    assert missing.returncode == 1 and "no config.json" in missing.stderr
