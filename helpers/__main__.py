@@ -6,6 +6,7 @@ complete  one non-interactive generation with llama-completion
 demo      the whole local path, end to end (what `make demo` runs)
 size      predicted GGUF file size for a model config and quantization
 memory    predicted llama.cpp memory breakdown on a GPU (or the CPU)
+doctor    check the environment and say what to fix
 """
 
 from __future__ import annotations
@@ -102,6 +103,15 @@ def _memory(args: argparse.Namespace) -> None:
               f"(host model {est.host_model_mib:,.0f} MiB); fits: {est.fits}")
 
 
+def _doctor(args: argparse.Namespace) -> None:
+    from helpers.doctor import report, run_checks
+
+    checks = run_checks(network=not args.offline)
+    print(report(checks))
+    if any(c.status == "fail" for c in checks):
+        raise SystemExit(1)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="Hugging Face config.json (path, folder, or repo id)")
@@ -156,6 +166,10 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--ubatch", type=int, default=512)
     m.add_argument("--no-flash-attn", action="store_true")
     m.set_defaults(func=_memory)
+
+    doc = sub.add_parser("doctor", help="check the environment")
+    doc.add_argument("--offline", action="store_true", help="skip the Hub reachability check")
+    doc.set_defaults(func=_doctor)
     return p
 
 

@@ -212,3 +212,28 @@ def _printer() -> Callable[[str, str], None]:
         sys.stdout.flush()
 
     return emit
+
+
+def concurrent_chats(client: Any, prompts: list[str], *, max_tokens: int = 64, thinking: bool | None = False,
+                     extra_body: dict[str, Any] | None = None) -> tuple[list[ChatResult], float]:
+    """Send ``prompts`` at the same time (one thread each); return the results and the wall time.
+
+    This is how a server is really used: several people at once. llama-server decodes all
+    active requests in one batch, so the total tokens per second grows with concurrency
+    while each request slows down a little.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, len(prompts))) as pool:
+        futures = [pool.submit(stream_chat, client, p, max_tokens=max_tokens, thinking=thinking,
+                               extra_body=extra_body) for p in prompts]
+        results = [f.result() for f in futures]
+    return results, time.monotonic() - started
+
+
+def auth_status(base_url: str, api_key: str | None) -> int | None:
+    """HTTP status of ``GET /v1/models`` with this key (or none): 200 allowed, 401 refused."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    status, _ = http_get(base_url.rstrip("/") + "/v1/models", headers=headers)
+    return status

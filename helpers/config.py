@@ -17,6 +17,9 @@ from pathlib import Path
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 #: The llama.cpp commit vendored in that sdist (``vendor/llama.cpp``).
 LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
+#: llama.cpp's release number for that commit (tag ``b11312``). The sdist carries no git
+#: history, so we pass it to cmake; llama-server reports it and its web UI bundle is keyed by it.
+LLAMA_CPP_BUILD_NUMBER = 11312
 #: sha256 of ``llama_cpp_python-0.3.36.tar.gz`` as served by PyPI; checked after download.
 LLAMA_CPP_SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
 LLAMA_CPP_SDIST_NAME = f"llama_cpp_python-{LLAMA_CPP_PYTHON_VERSION}.tar.gz"
@@ -47,3 +50,47 @@ def cache_dir() -> Path:
 def models_dir() -> Path:
     """Where downloaded and synthetic GGUF files are kept."""
     return cache_dir() / "models"
+
+
+def results_dir() -> Path:
+    """Local mirror of the Modal results volume: one JSON record per inference."""
+    return cache_dir() / "results"
+
+
+# --- Modal ------------------------------------------------------------------------------
+MODAL_POC_APP = "llamacpp-poc"
+MODAL_SERVER_APP = "llamacpp-server"
+MODAL_COMMON_APP = "llamacpp-common"
+#: Persistent volumes: downloaded GGUF files, and one JSON record per PoC inference.
+MODEL_VOLUME = "llamacpp-cache"
+RESULTS_VOLUME = "llamacpp-results"
+MODEL_DIR = "/models"
+RESULTS_DIR = "/results"
+#: The Modal Secret holding LLAMA_API_KEY for the server (see README, "Run it on Modal").
+API_KEY_SECRET = "llamacpp-api-key"
+API_KEY_ENV = "LLAMA_API_KEY"
+#: CUDA *devel* image (nvcc for building llama.cpp); 12.8 supports every GPU Modal offers.
+CUDA_BASE_IMAGE = "nvidia/cuda:12.8.1-devel-ubuntu22.04"
+#: GPU -> CUDA architecture to compile for (one architecture keeps the image build short).
+CUDA_ARCHITECTURES = {"T4": "75", "L4": "89", "A10": "86", "L40S": "89", "A100": "80", "A100-40GB": "80",
+                      "A100-80GB": "80", "H100": "90", "H200": "90", "B200": "100"}
+
+
+def modal_gpu() -> str:
+    """The GPU the Modal apps request: $LLAMACPP_COURSE_GPU, default the L4."""
+    gpu = os.environ.get("LLAMACPP_COURSE_GPU", DEFAULT_GPU)
+    if gpu not in CUDA_ARCHITECTURES:
+        raise ValueError(f"LLAMACPP_COURSE_GPU={gpu!r} is not a Modal GPU type; "
+                         f"choose one of {', '.join(CUDA_ARCHITECTURES)}")
+    return gpu
+
+
+def env_int(name: str, default: int) -> int:
+    """An integer setting from the environment, with a clear error for non-numbers."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"${name} must be a whole number, got {value!r}") from None

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers.config import (
+    LLAMA_CPP_BUILD_NUMBER,
     LLAMA_CPP_COMMIT,
     LLAMA_CPP_PYTHON_VERSION,
     LLAMA_CPP_SDIST_NAME,
@@ -122,8 +123,9 @@ def cmake_definitions(
       into the cache, into an image — without dragging shared libraries along.
     * No tests, examples or the unified ``llama`` app: we build named targets anyway, and
       leaving them out keeps configure quick.
-    * ``LLAMA_BUILD_COMMIT``: the sdist is not a git checkout, so llama.cpp cannot find
-      its own commit; we tell it, so ``--version`` and logs name the pin.
+    * ``LLAMA_BUILD_COMMIT``/``LLAMA_BUILD_NUMBER``: the sdist is not a git checkout, so
+      llama.cpp cannot find its own version; we tell it, so ``--version`` and logs name the
+      pin (``b11312-0c1e570``) and the web UI download picks the matching bundle.
     * ``cuda``: ``GGML_CUDA=ON``. ``portable`` turns ``GGML_NATIVE`` off, which an image
       built on one machine and run on another needs; ``cuda_architectures`` pins the GPU
       generation (89 = Ada, the L4).
@@ -140,6 +142,7 @@ def cmake_definitions(
         "LLAMA_BUILD_EXAMPLES": "OFF",
         "LLAMA_BUILD_APP": "OFF",
         "LLAMA_BUILD_COMMIT": LLAMA_CPP_COMMIT[:7],
+        "LLAMA_BUILD_NUMBER": str(LLAMA_CPP_BUILD_NUMBER),
         "LLAMA_USE_PREBUILT_UI": "ON" if prebuilt_web_ui else "OFF",
     }
     if cuda:
@@ -156,13 +159,14 @@ def configure_command(source: str | Path, build: str | Path, defs: Mapping[str, 
     return ["cmake", "-S", str(source), "-B", str(build)] + [f"-D{k}={v}" for k, v in sorted(defs.items())]
 
 
-def build_command(build: str | Path, targets: tuple[str, ...] = BUILD_TARGETS, jobs: int | None = None) -> list[str]:
+def build_command(build: str | Path, targets: tuple[str, ...] = BUILD_TARGETS, jobs: int | str | None = None
+                  ) -> list[str]:
     """``cmake --build`` argument list for ``targets`` with ``jobs`` parallel compilers."""
     return ["cmake", "--build", str(build), "--config", "Release", "-j", str(jobs or os.cpu_count() or 2),
             "--target", *targets]
 
 
-def source_fetch_script(dest: str) -> list[str]:
+def source_fetch_script(dest: str, work: str = "/tmp/sdist") -> list[str]:
     """Shell commands that put the pinned llama.cpp source at ``dest`` (for images).
 
     The same steps as :func:`fetch_source`: download the sdist from PyPI, check its
@@ -170,12 +174,34 @@ def source_fetch_script(dest: str) -> list[str]:
     """
     parent = dest.rstrip("/").rsplit("/", 1)[0] or "/"
     return [
-        "python3 -m pip download --no-binary :all: --no-deps -d /tmp/sdist "
+        f"python3 -m pip download --no-binary :all: --no-deps -d {work} "
         f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
-        f"echo '{LLAMA_CPP_SDIST_SHA256}  /tmp/sdist/{LLAMA_CPP_SDIST_NAME}' | sha256sum -c -",
-        f"mkdir -p {parent} && tar -xzf /tmp/sdist/{LLAMA_CPP_SDIST_NAME} -C /tmp/sdist {_SDIST_PREFIX.rstrip('/')}",
-        f"mv /tmp/sdist/{_SDIST_PREFIX} {dest} && rm -rf /tmp/sdist",
+        f"echo '{LLAMA_CPP_SDIST_SHA256}  {work}/{LLAMA_CPP_SDIST_NAME}' | sha256sum -c -",
+        f"mkdir -p {parent} && tar -xzf {work}/{LLAMA_CPP_SDIST_NAME} -C {work} {_SDIST_PREFIX.rstrip('/')}",
+        f"mv {work}/{_SDIST_PREFIX} {dest} && rm -rf {work}",
         patch_command(dest),
+    ]
+
+
+#: Where the Modal image keeps llama.cpp (source, build tree, binaries).
+IMAGE_SOURCE_DIR = "/opt/llama.cpp-src"
+IMAGE_BUILD_DIR = "/opt/llama.cpp-build"
+IMAGE_BIN_DIR = "/opt/llama.cpp/bin"
+
+
+def image_build_script(cuda_architectures: str) -> list[str]:
+    """Every shell command the Modal inference image runs to build llama.cpp with CUDA.
+
+    Same source, patch, flags and targets as the local build, plus ``GGML_CUDA=ON``, a fixed
+    GPU architecture and ``GGML_NATIVE=OFF`` (the image is built on one machine and runs on
+    another), and the prebuilt web UI (the image build has a network).
+    """
+    defs = cmake_definitions(cuda=True, cuda_architectures=cuda_architectures, portable=True, prebuilt_web_ui=True)
+    copy = " ".join(f"{IMAGE_BUILD_DIR}/bin/{t}" for t in BUILD_TARGETS)
+    return source_fetch_script(IMAGE_SOURCE_DIR) + [
+        shlex.join(configure_command(IMAGE_SOURCE_DIR, IMAGE_BUILD_DIR, defs)),
+        shlex.join(build_command(IMAGE_BUILD_DIR, BUILD_TARGETS, jobs="JOBS")).replace("JOBS", "$(nproc)"),
+        f"mkdir -p {IMAGE_BIN_DIR} && cp {copy} {IMAGE_BIN_DIR}/",
     ]
 
 

@@ -381,3 +381,8 @@ def fit_table(shape: ModelShape, quants: list[str], gpus: list[str] | None = Non
             est = memory_breakdown(shape, q, n_ctx, g, **kw)
             rows.append({"gpu": g, "quant": q, "total_gpu_mib": round(est.total_gpu_mib), "fits": est.fits})
     return rows
+
+
+def gpu_cost_usd(gpu: str, seconds: float) -> float:
+    """What ``seconds`` of one GPU cost at Modal's list price (CPU and memory are extra, and small)."""
+    return gpu_spec(gpu).usd_per_hour * seconds / 3600

@@ -1,0 +1,139 @@
+"""Modal or local? One switch, and backend-neutral functions for the notebooks.
+
+The notebooks call :func:`run_inference` and :func:`serve` without caring where they run:
+
+* **modal** — when a Modal token is configured (``modal setup`` writes ``~/.modal.toml``, or
+  ``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` are set): the PoC functions and the deployed
+  server on a cloud GPU, with the real Qwen3-8B from the Hub;
+* **local** — otherwise: the same llama.cpp, command lines and parsers on this machine, with
+  the offline synthetic model. Every cell of the course runs this way in CI.
+
+``$LLAMACPP_COURSE_BACKEND`` (``modal``/``local``) or a ``backend=`` argument overrides the guess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers import config
+
+BACKENDS = ("local", "modal")
+BACKEND_ENV = "LLAMACPP_COURSE_BACKEND"
+
+
+def modal_token_configured() -> bool:
+    """True if the Modal client would find credentials (environment or ~/.modal.toml)."""
+    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
+        return True
+    path = Path(os.environ.get("MODAL_CONFIG_PATH") or Path.home() / ".modal.toml")
+    if not path.is_file():
+        return False
+    import tomllib
+
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return any(isinstance(p, dict) and p.get("token_id") and p.get("token_secret") for p in profiles.values())
+
+
+def choose_backend(requested: str | None = None) -> str:
+    """``requested`` > ``$LLAMACPP_COURSE_BACKEND`` > Modal if a token is configured > local."""
+    choice = (requested or os.environ.get(BACKEND_ENV) or "").strip().lower()
+    if choice:
+        if choice not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {choice!r}")
+        if choice == "modal" and not modal_token_configured():
+            raise RuntimeError("backend 'modal' was requested but no Modal token is configured: run `modal setup`")
+        return choice
+    return "modal" if modal_token_configured() else "local"
+
+
+def describe(backend: str | None = None) -> str:
+    """The one-line banner each notebook prints first."""
+    from helpers import llamacpp
+
+    b = choose_backend(backend)
+    if b == "modal":
+        return f"backend: modal (GPU {config.modal_gpu()}, model {config.DEFAULT_HF_REPO} {config.DEFAULT_QUANT})"
+    spec = llamacpp.BuildSpec.local()
+    return (f"backend: local ({'CUDA' if spec.cuda else 'CPU'} build of llama.cpp {config.LLAMA_CPP_COMMIT[:7]}, "
+            "synthetic Qwen3 model; set up Modal to run on a cloud GPU)")
+
+
+def run_inference(prompt: str, n_predict: int = 128, *, repo: str = config.DEFAULT_HF_REPO,
+                  quant: str = config.DEFAULT_QUANT, extra_args: tuple[str, ...] = (), backend: str | None = None,
+                  stream: bool = True) -> dict[str, Any]:
+    """The PoC: one non-interactive generation, stored as a result record; returns the record."""
+    from helpers.results import make_record, save_record
+
+    if choose_backend(backend) == "modal":
+        import modal
+
+        from helpers import modal_poc
+
+        with modal.enable_output(), modal_poc.app.run():
+            model_file = modal_poc.download_model_file.remote(repo, quant)
+            record = modal_poc.model_inference.remote(model_file, prompt, n_predict, list(extra_args), True,
+                                                      repo, quant)
+        save_record(record, config.results_dir())
+        return record
+    from helpers.runtime import default_model, run_completion
+
+    model = default_model()
+    result = run_completion(prompt, model=model, n_predict=n_predict, extra_args=extra_args, stream=stream)
+    record = make_record(result, backend="local", gpu=None, model=model.name, quant="F16")
+    save_record(record, config.results_dir())
+    return record
+
+
+@dataclass
+class Endpoint:
+    """Where a llama-server answers, and how to talk to it."""
+
+    backend: str
+    base_url: str
+    api_key: str | None
+    model: str
+    ready_s: float | None = None
+
+    @property
+    def web_ui_url(self) -> str:
+        return self.base_url + "/"
+
+    def client(self, **kwargs: Any) -> Any:
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "no-key", **kwargs)
+
+
+@contextlib.contextmanager
+def serve(backend: str | None = None, api_key: str | None = None, **overrides: Any) -> Iterator[Endpoint]:
+    """A running server for the duration of a ``with`` block.
+
+    Local: starts llama-server with the Modal server's own settings (``modal_server.server_settings``)
+    on a free port, and stops it afterwards. Modal: connects to the *deployed* endpoint and
+    waits until it is ready; it keeps running after the block (stop it with
+    ``modal_server.stop_app()``), because a deployment outlives a notebook.
+    """
+    from helpers.client import wait_until_ready
+
+    if choose_backend(backend) == "modal":
+        from helpers import modal_server
+
+        url, key = modal_server.endpoint_url(), api_key or modal_server.api_key()
+        ready = wait_until_ready(url, timeout_s=15 * 60, api_key=key)
+        yield Endpoint("modal", url, key, modal_server.MODEL_ALIAS, ready)
+        return
+    from helpers.modal_server import MODEL_ALIAS, server_settings
+    from helpers.process import free_port
+    from helpers.runtime import LocalServer, default_model
+
+    settings = server_settings(str(default_model()), api_key, host="127.0.0.1", port=free_port(), **overrides)
+    with LocalServer(settings) as server:
+        yield Endpoint("local", server.base_url, api_key, MODEL_ALIAS, server.ready_s)

@@ -1,0 +1,35 @@
+"""The smallest Modal app: the example notebook 03 starts from.
+
+    modal run -m helpers.modal_hello --name learner
+
+``hello.local(...)`` runs the function body right here; ``hello.remote(...)`` ships the call
+to a container in Modal's cloud and returns the result — the same Python, two places.
+"""
+
+from __future__ import annotations
+
+import platform
+
+import modal
+
+app = modal.App("llamacpp-hello")
+
+
+@app.function(image=modal.Image.debian_slim(python_version="3.11"), timeout=60)
+def hello(name: str) -> str:
+    """Say hello from wherever this runs (your machine, or a Modal container)."""
+    return f"Hello, {name}, from {platform.node() or 'a machine'} ({platform.system()} {platform.machine()})"
+
+
+@app.local_entrypoint()
+def main(name: str = "learner") -> None:
+    print("local :", hello.local(name))
+    print("remote:", hello.remote(name))
+
+
+def source() -> str:
+    """The app and function definitions above, as text (for the notebook to show)."""
+    from pathlib import Path
+
+    text = Path(__file__).read_text()
+    return text[text.index("app = modal.App"):text.index("@app.local_entrypoint")].strip()

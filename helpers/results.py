@@ -1,0 +1,63 @@
+"""Inference result records: one JSON file per run, written atomically.
+
+The Modal PoC writes them to the ``llamacpp-results`` volume; the local backend writes the
+same records to ``~/.cache/llamacpp-course/results``. A record holds everything needed to
+understand a run later: what was asked, of which model, with which arguments, what came
+back, and llama.cpp's own speed and memory figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from helpers.config import LLAMA_CPP_COMMIT
+
+
+def make_record(result: Any, *, backend: str, gpu: str | None, model: str, repo: str | None = None,
+                quant: str | None = None) -> dict[str, Any]:
+    """A JSON-ready record of one :class:`helpers.runtime.CompletionResult`."""
+    return {
+        "id": uuid.uuid4().hex,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "backend": backend,
+        "gpu": gpu,
+        "llama_cpp": LLAMA_CPP_COMMIT[:7],
+        "model": model,
+        "repo": repo,
+        "quant": quant,
+        "prompt": result.settings.prompt,
+        **result.to_record(),
+    }
+
+
+def save_record(record: dict[str, Any], directory: str | os.PathLike[str]) -> Path:
+    """Write ``record`` as ``<id>.json`` in ``directory``: temp file, fsync, rename."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{record['id']}.json"
+    fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_records(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """All records in ``directory``, oldest first (temporary files are ignored)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    records = [json.loads(p.read_text()) for p in directory.glob("*.json") if not p.name.startswith(".")]
+    return sorted(records, key=lambda r: r["created"])
