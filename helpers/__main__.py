@@ -7,6 +7,8 @@ demo      the whole local path, end to end (what `make demo` runs)
 size      predicted GGUF file size for a model config and quantization
 memory    predicted llama.cpp memory breakdown on a GPU (or the CPU)
 doctor    check the environment and say what to fix
+bench     concurrency sweep against a running server (local or Modal)
+gpu-bench the GPU measurement suite (synthetic Qwen3-8B, llama-bench, server configurations)
 """
 
 from __future__ import annotations
@@ -112,6 +114,23 @@ def _doctor(args: argparse.Namespace) -> None:
         raise SystemExit(1)
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from helpers.bench import save_json, sweep
+
+    levels = tuple(int(x) for x in args.levels.split(","))
+    rows = sweep(args.url, levels, args.tokens, api_key=args.api_key)
+    if args.out:
+        save_json(rows, args.out)
+    print(json.dumps(rows, indent=2))
+
+
+def _gpu_bench(args: argparse.Namespace) -> None:
+    from helpers.bench import run_gpu_suite
+
+    run_gpu_suite(args.out, args.tokens)
+    print(f"results in {args.out}/suite.json")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="Hugging Face config.json (path, folder, or repo id)")
@@ -170,6 +189,19 @@ def parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check the environment")
     doc.add_argument("--offline", action="store_true", help="skip the Hub reachability check")
     doc.set_defaults(func=_doctor)
+
+    bn = sub.add_parser("bench", help="concurrency sweep against a server")
+    bn.add_argument("--url", required=True, help="server base URL (without /v1)")
+    bn.add_argument("--api-key", default=None)
+    bn.add_argument("--levels", default="1,2,4,8,16,32")
+    bn.add_argument("--tokens", type=int, default=128)
+    bn.add_argument("--out", default=None)
+    bn.set_defaults(func=_bench)
+
+    gb = sub.add_parser("gpu-bench", help="the GPU measurement suite")
+    gb.add_argument("--out", required=True)
+    gb.add_argument("--tokens", type=int, default=128)
+    gb.set_defaults(func=_gpu_bench)
     return p
 
 
