@@ -274,3 +274,76 @@ def run_gpu_suite(workdir: str | Path, max_tokens: int = 128,
                                               progress=False))
         save_json(result, workdir / "suite.json")
     return result
+
+
+# --- analysis of recorded runs ---------------------------------------------------------
+RECORDED = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "h200-2026-11-27"
+
+
+def load_runs(directory: str | Path = RECORDED) -> Any:
+    """Every recorded sweep level as one pandas row (config, concurrency, speeds, TTFT)."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(Path(directory).glob("*.json")):
+        data = json.loads(path.read_text())
+        servers = data["servers"] if isinstance(data, dict) else data
+        for server in servers:
+            for i, level in enumerate(server["levels"]):
+                name = server["name"].removesuffix("-repeats").removesuffix("-repeat")
+                rows.append({"file": path.name, "config": name,
+                             "run": i, **{k: v for k, v in level.items() if k != "speedup_vs_single"}})
+    return pd.DataFrame(rows)
+
+
+def summarize(runs: Any) -> Any:
+    """Median over repeats, per configuration and concurrency."""
+    cols = ["aggregate_tokens_per_s", "per_stream_tokens_per_s", "server_per_stream_tokens_per_s", "ttft_median_s"]
+    table = runs.groupby(["config", "concurrency"])[cols].median()
+    table["repeats"] = runs.groupby(["config", "concurrency"]).size()
+    return table
+
+
+def decode_time_model(bytes_a: float, tps_a: float, bytes_b: float, tps_b: float) -> dict[str, float]:
+    """Fit per-token time = fixed + bytes / bandwidth through two llama-bench measurements.
+
+    Two models with the *same* graph (same layers, same kernels) but different widths share
+    the fixed part (kernel launches, small ops, synchronisation); the difference in time per
+    token is then due to the bytes alone.
+    """
+    t_a, t_b = 1 / tps_a, 1 / tps_b
+    bandwidth = (bytes_a - bytes_b) / (t_a - t_b)
+    fixed = t_a - bytes_a / bandwidth
+    return {"fixed_ms": fixed * 1e3, "effective_bandwidth_gb_s": bandwidth / 1e9}
+
+
+def cost_per_million_tokens(gpu: str, tokens_per_s: float) -> float:
+    """Dollars per million generated tokens if the GPU is kept busy at ``tokens_per_s``."""
+    from helpers.memory import gpu_cost_usd
+
+    return gpu_cost_usd(gpu, 1e6 / tokens_per_s)
+
+
+def target_table(runs: Any, llama_bench_tg: float, tuned: tuple[str, ...] = ("np8-fa-bs", "np32-fa-bs"),
+                 baseline: str = "defaults-np8") -> Any:
+    """The issue's targets against the recorded runs (medians over repeats)."""
+    import pandas as pd
+
+    s = summarize(runs)
+
+    def get(config: str, n: int, col: str) -> float:
+        return float(s.loc[(config, n), col])
+
+    rows = []
+    for name in (baseline, *tuned):
+        single = get(name, 1, "aggregate_tokens_per_s")
+        decode1 = get(name, 1, "server_per_stream_tokens_per_s")
+        row = {"config": name, "single-stream decode / llama-bench tg128": decode1 / llama_bench_tg,
+               "8 streams / single": get(name, 8, "aggregate_tokens_per_s") / single,
+               "median TTFT at 8 streams (s)": get(name, 8, "ttft_median_s")}
+        if (name, 32) in s.index:
+            row["32 streams / single"] = get(name, 32, "aggregate_tokens_per_s") / single
+        rows.append(row)
+    targets = {"config": "target", "single-stream decode / llama-bench tg128": 0.90, "8 streams / single": 4.0,
+               "median TTFT at 8 streams (s)": 0.25, "32 streams / single": 6.0}
+    return pd.DataFrame([*rows, targets]).set_index("config")

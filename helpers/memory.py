@@ -299,12 +299,28 @@ def max_context(shape: ModelShape, quant: str, gpu: str, headroom_mib: float = 0
 #: L4 — the article's Qwen3-8B Q5_K_M run, 41.47 tok/s against a 55.4 tok/s roofline;
 #: H200 — our llama-bench tg128 with flash attention, 248.4 against 886 (see tests/data).
 DECODE_EFFICIENCY = {"L4": 41.47 / 55.38, "H200": 248.4 / 886.0}
-DEFAULT_EFFICIENCY = 0.5
+
+
+def decode_efficiency(gpu: str) -> float:
+    """Measured fraction of the roofline, or — for GPUs we have not measured — a log-linear
+    interpolation in bandwidth between the L4 (75%) and the H200 (28%).
+
+    Faster memory leaves a larger share of each token to fixed per-kernel costs
+    (docs/benchmarks.md), so the fraction falls as bandwidth rises.
+    """
+    import math
+
+    spec = gpu_spec(gpu)
+    if spec.name in DECODE_EFFICIENCY:
+        return DECODE_EFFICIENCY[spec.name]
+    (b1, e1), (b2, e2) = ((GPUS[g].bandwidth_gb_s, DECODE_EFFICIENCY[g]) for g in ("L4", "H200"))
+    slope = math.log(e2 / e1) / math.log(b2 / b1)
+    return e1 * (spec.bandwidth_gb_s / b1) ** slope
 
 
 def expected_decode_tps(shape: ModelShape, quant: str, gpu: str) -> float:
-    """Roofline × the efficiency measured on that GPU (a default of 50% elsewhere)."""
-    return decode_roofline(shape, quant, gpu) * DECODE_EFFICIENCY.get(gpu_spec(gpu).name, DEFAULT_EFFICIENCY)
+    """Batch-1 decode speed to expect: roofline × :func:`decode_efficiency`."""
+    return decode_roofline(shape, quant, gpu) * decode_efficiency(gpu)
 
 
 #: Presets from most to least faithful; recommend() walks down this list.

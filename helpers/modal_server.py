@@ -40,13 +40,24 @@ MIN_CONTAINERS = config.env_int("LLAMACPP_COURSE_MIN_CONTAINERS", 0)
 SCALEDOWN_S = config.env_int("LLAMACPP_COURSE_SCALEDOWN", 5 * MINUTES)
 PORT = 8080
 
-#: Server settings. 4 slots × 8,192 tokens: on an L4, Qwen3-8B Q5_K_M then uses ~10.3 GiB of
-#: 22 GiB (helpers.memory), leaving room to double either. Flash attention keeps the compute
-#: buffer independent of the context. More concurrent HTTP requests than slots simply queue
-#: inside llama-server, so @modal.concurrent allows 32 before Modal starts another container.
-PARALLEL = 4
+#: Server settings, chosen from the H200 measurements in docs/benchmarks.md (synthetic
+#: Qwen3-8B Q5_K_M, same llama.cpp build):
+#: * 8 slots with backend sampling gave the best throughput up to 8 simultaneous streams
+#:   (652 tok/s median, 3.2x one stream); 32 slots only win beyond 16 streams, and on the
+#:   L4's 22 GiB they would leave ~2,000 tokens of context each.
+#: * --backend-sampling (llama.cpp marks it experimental) samples on the GPU instead of the
+#:   CPU: +45-60% aggregate throughput at 16-32 streams and ~92% instead of ~85% of
+#:   llama-bench's single-stream speed. LLAMACPP_COURSE_BACKEND_SAMPLING=0 turns it off.
+#: * 8,192 tokens per slot: 8 x 8,192 = 65,536 tokens of KV cache, 9 GiB; with the weights
+#:   the L4 holds ~14.6 of 22 GiB (helpers.memory), room for long conversations.
+#: * Flash attention on: faster decode (246 vs 214 tok/s in llama-bench) and a compute
+#:   buffer that does not grow with the context.
+#: * @modal.concurrent(32): requests beyond the 8 slots queue inside llama-server (their
+#:   time to first token grows, see the benchmarks) instead of starting a second GPU.
+PARALLEL = 8
 CTX_PER_SLOT = 8192
 FLASH_ATTN = "on"
+BACKEND_SAMPLING = os.environ.get("LLAMACPP_COURSE_BACKEND_SAMPLING", "1") != "0"
 MAX_INPUTS = 32
 MODEL_ALIAS = "qwen3-8b"
 
@@ -55,7 +66,7 @@ def server_settings(model_path: str, api_key: str | None, host: str = "0.0.0.0",
                     **overrides: Any) -> ServerSettings:
     """The settings ``serve`` uses; the local backend builds its server from the same function."""
     values = {"parallel": PARALLEL, "ctx_per_slot": CTX_PER_SLOT, "flash_attn": FLASH_ATTN, "alias": MODEL_ALIAS,
-              **overrides}
+              "extra_args": ("--backend-sampling",) if BACKEND_SAMPLING else (), **overrides}
     return ServerSettings(model=model_path, host=host, port=port, api_key=api_key, **values)
 
 

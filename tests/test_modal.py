@@ -66,7 +66,8 @@ def test_modal_and_local_servers_run_the_same_command():
     local = server_args(llamacpp.IMAGE_BIN_DIR + "/llama-server", modal_server.server_settings("/models/x.gguf", "k"))
     assert remote == local
     assert remote[remote.index("--host") + 1] == "0.0.0.0" and remote[remote.index("--port") + 1] == "8080"
-    assert remote[remote.index("--parallel") + 1] == "4" and remote[remote.index("--ctx-size") + 1] == "32768"
+    assert remote[remote.index("--parallel") + 1] == "8" and remote[remote.index("--ctx-size") + 1] == "65536"
+    assert remote[-1] == "--backend-sampling"
     assert "k" not in remote  # the key travels in the environment, not on the command line
 
 
