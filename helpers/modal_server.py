@@ -46,7 +46,7 @@ PORT = 8080
 #:   (652 tok/s median, 3.2x one stream); 32 slots only win beyond 16 streams, and on the
 #:   L4's 22 GiB they would leave ~2,000 tokens of context each.
 #: * --backend-sampling (llama.cpp marks it experimental) samples on the GPU instead of the
-#:   CPU: +45-60% aggregate throughput at 16-32 streams and ~92% instead of ~85% of
+#:   CPU: +20-60% aggregate throughput at 16-32 streams and ~92% instead of ~85% of
 #:   llama-bench's single-stream speed. LLAMACPP_COURSE_BACKEND_SAMPLING=0 turns it off.
 #: * 8,192 tokens per slot: 8 x 8,192 = 65,536 tokens of KV cache, 9 GiB; with the weights
 #:   the L4 holds ~14.6 of 22 GiB (helpers.memory), room for long conversations.
