@@ -347,3 +347,19 @@ def target_table(runs: Any, llama_bench_tg: float, tuned: tuple[str, ...] = ("np
     targets = {"config": "target", "single-stream decode / llama-bench tg128": 0.90, "8 streams / single": 4.0,
                "median TTFT at 8 streams (s)": 0.25, "32 streams / single": 6.0}
     return pd.DataFrame([*rows, targets]).set_index("config")
+
+
+def with_roofline(table: Any, gpu: str, model: str = "Qwen3-8B", quant: str = "Q5_K_M") -> Any:
+    """Add each speed as a fraction of the batch-1 bandwidth roofline (``helpers.memory``).
+
+    Per-stream speed can never exceed it; the aggregate can, because one read of the weights
+    serves every request in the batch — that excess is what batching buys.
+    """
+    from helpers.memory import decode_roofline
+    from helpers.model_shape import known_shape
+
+    roof = decode_roofline(known_shape(model), quant, gpu)
+    out = table.copy()
+    out["per-stream / roofline"] = out["per_stream_tokens_per_s"] / roof
+    out["aggregate / roofline"] = out["aggregate_tokens_per_s"] / roof
+    return out
