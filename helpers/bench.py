@@ -221,15 +221,18 @@ GPU_SUITE: tuple[ServerConfig, ...] = (
 
 
 def graph_nodes(model: str) -> dict[str, int]:
-    """llama.cpp's graph size for one decode step (``graph nodes``/``graph splits`` in its log)."""
+    """llama.cpp's graph size for one decode step (``graph: nodes = …, splits = …`` at ``-v``)."""
     import re
 
     from helpers import llamacpp
+    from helpers.commands import CompletionSettings, completion_args
+    from helpers.logs import read_jsonl
 
-    out = subprocess.run([str(llamacpp.binary("llama-completion")), "-m", str(model), "-p", "Hi", "-n", "2",
-                          "-c", "4096", "-ngl", "all", "--no-conversation", "--no-display-prompt", "-v"],
-                         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    m = re.search(r"graph: nodes = (\d+), splits = (\d+)", out.stderr)
+    settings = CompletionSettings(model=str(model), prompt="Hi", n_predict=2, extra_args=("-v",))
+    out = subprocess.run(completion_args(llamacpp.binary("llama-completion"), settings), capture_output=True,
+                         text=True, timeout=600, stdin=subprocess.DEVNULL)
+    messages = "\n".join(read_jsonl(out.stdout.splitlines()).messages)
+    m = re.search(r"graph: nodes = (\d+), splits = (\d+)", messages)
     return {"nodes": int(m[1]), "splits": int(m[2])} if m else {}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from helpers.ggml_types import GgmlType, ggml_type
+from helpers.ggml_types import ggml_type
 from helpers.model_shape import ModelShape
 
 
@@ -173,10 +173,6 @@ def bits_per_weight(shape: ModelShape, quant: str, imatrix: bool = False) -> flo
     dims = dict(shape.tensors())
     total_bits = sum(ggml_type(t).tensor_bytes(dims[n]) * 8 for n, t in types.items())
     return total_bits / shape.parameter_count()
-
-
-def type_of(name: str) -> GgmlType:
-    return ggml_type(name)
 
 
 def quantize(source: str, target: str, quant: str, timeout_s: float = 1800) -> str:

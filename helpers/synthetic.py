@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -243,11 +243,6 @@ def synthetic_model(spec: SyntheticSpec = TINY, directory: str | os.PathLike[str
     if not path.exists():
         write_synthetic_model(path, spec)
     return path
-
-
-def with_dtype(spec: SyntheticSpec, dtype: str) -> SyntheticSpec:
-    """The same shape in another float type (``F16`` or ``F32``)."""
-    return replace(spec, dtype=dtype.upper())
 
 
 def parameter_count(spec: SyntheticSpec) -> int:

@@ -56,3 +56,8 @@ def test_costs_and_efficiencies(tmp_path):
     effs = [memory.decode_efficiency(g) for g in ("L4", "A10", "H100", "H200")]
     assert effs == sorted(effs, reverse=True) and effs[0] == pytest.approx(0.749, abs=0.001)
     assert bench.save_json({"a": 1}, tmp_path / "sub" / "out.json").read_text().strip().endswith("}")
+
+
+def test_graph_size_of_the_tiny_model(tiny_model):
+    """35 graph nodes per layer plus 6 around them: the fixed per-token work of section 4."""
+    assert bench.graph_nodes(str(tiny_model)) == {"nodes": 4 * 35 + 6, "splits": 1}
