@@ -193,7 +193,6 @@ class JsonlLog:
     errors: list[str] = field(default_factory=list)
     raw_lines: list[str] = field(default_factory=list)  # anything that was not JSON
     memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
-    stopped_by_eos: bool = False
     _held: list[str] = field(default_factory=list, repr=False)
 
     def feed(self, line: str) -> str | None:
@@ -232,15 +231,24 @@ class JsonlLog:
             self.errors.append(msg.rstrip("\n"))
         return None
 
-    @property
-    def text(self) -> str:
-        """The generated text, without llama-completion's closing decorations."""
+    def _generated(self) -> list[str]:
         pieces = list(self.text_pieces)
         if pieces and pieces[-1] == "\n\n":
             pieces.pop()
-        if pieces and pieces[-1] == _END_OF_TEXT:
+        return pieces
+
+    @property
+    def stopped_by_eos(self) -> bool:
+        """True when the model ended its answer itself (llama-completion printed "[end of text]")."""
+        pieces = self._generated()
+        return bool(pieces) and pieces[-1] == _END_OF_TEXT
+
+    @property
+    def text(self) -> str:
+        """The generated text, without llama-completion's closing decorations."""
+        pieces = self._generated()
+        if self.stopped_by_eos:
             pieces.pop()
-            self.stopped_by_eos = True
         return "".join(pieces)
 
     @property

@@ -73,3 +73,15 @@ def test_real_cuda_log_from_our_build():
     assert (mem.host.model_mib, mem.host.compute_mib) == (408, 20)
     big = parse_memory_table((DATA / "h200_synthetic_qwen3_8b" / "completion_c32768.log").read_text())
     assert big.row("CUDA0").context_mib == 8 * 576  # KV cache grows linearly with n_ctx
+
+
+def test_closing_decorations_are_not_text():
+    import json
+
+    def rec(msg):
+        return json.dumps({"type": "log", "level": "none", "msg": msg})
+
+    ended = read_jsonl([rec("Hello"), rec(" world"), rec(" [end of text]\n"), rec("\n\n")])
+    assert ended.text == "Hello world" and ended.stopped_by_eos
+    cut = read_jsonl([rec("Hello"), rec("\n\n")])
+    assert cut.text == "Hello" and not cut.stopped_by_eos

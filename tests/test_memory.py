@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.commands import CompletionSettings, completion_args
 from helpers.logs import ARTICLE_LOG, parse_buffer_sizes, parse_memory_table
 from helpers.memory import (
     MIB,
@@ -49,9 +50,11 @@ def cpu_models(tmp_path_factory):
 @pytest.mark.parametrize("case", CPU_CASES, ids=lambda c: "-".join(map(str, c)))
 def test_cpu_buffers_match_llama_cpp(llama_bin, cpu_models, case):
     name, n_ctx, n_ubatch, fa, kv = case
-    args = [str(llama_bin / "llama-completion"), "-m", str(cpu_models[name]), "-p", "Hi", "-n", "1",
-            "-c", str(n_ctx), "-ub", str(n_ubatch), "-fa", "on" if fa else "off", "-ctk", kv, "-ctv", kv,
-            "--no-conversation", "--no-display-prompt", "-v"]
+    settings = CompletionSettings(model=str(cpu_models[name]), prompt="Hi", n_predict=1, ctx_size=n_ctx,
+                                  extra_args=("-ub", str(n_ubatch), "-fa", "on" if fa else "off",
+                                              "-ctk", kv, "-ctv", kv, "-v"))
+    # the plain-text log (not JSONL) carries the two-decimal buffer lines on stderr
+    args = [a for a in completion_args(llama_bin / "llama-completion", settings) if a != "--log-jsonl"]
     out = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     printed = parse_buffer_sizes(out.stderr)
