@@ -9,6 +9,7 @@ memory    predicted llama.cpp memory breakdown on a GPU (or the CPU)
 doctor    check the environment and say what to fix
 bench     concurrency sweep against a running server (local or Modal)
 gpu-bench the GPU measurement suite (synthetic Qwen3-8B, llama-bench, server configurations)
+modal-plan what the course will build and run on Modal (images as Dockerfile lines), offline
 """
 
 from __future__ import annotations
@@ -131,6 +132,16 @@ def _gpu_bench(args: argparse.Namespace) -> None:
     print(f"results in {args.out}/suite.json")
 
 
+def _modal_plan(args: argparse.Namespace) -> None:
+    import warnings
+
+    from helpers.modal_plan import plan_here, render_text
+
+    warnings.filterwarnings("ignore", module="modal")
+    plan = plan_here()
+    print(json.dumps(plan, indent=1) if args.json else render_text(plan))
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="Hugging Face config.json (path, folder, or repo id)")
@@ -202,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
     gb.add_argument("--out", required=True)
     gb.add_argument("--tokens", type=int, default=128)
     gb.set_defaults(func=_gpu_bench)
+
+    mp = sub.add_parser("modal-plan", help="what the course will run on Modal, without an account")
+    mp.add_argument("--json", action="store_true", help="one JSON object: {\"functions\": [...]}")
+    mp.set_defaults(func=_modal_plan)
     return p
 
 

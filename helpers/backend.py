@@ -60,7 +60,10 @@ def describe(backend: str | None = None) -> str:
 
     b = choose_backend(backend)
     if b == "modal":
-        return f"backend: modal (GPU {config.modal_gpu()}, model {config.DEFAULT_HF_REPO} {config.DEFAULT_QUANT})"
+        from helpers.modal_settings import ModalSettings
+
+        s = ModalSettings.from_env()
+        return f"backend: modal (GPU {s.gpu.spec}, model {s.repo} {s.quant})"
     spec = llamacpp.BuildSpec.local()
     return (f"backend: local ({'CUDA' if spec.cuda else 'CPU'} build of llama.cpp {config.LLAMA_CPP_COMMIT[:7]}, "
             "synthetic Qwen3 model; set up Modal to run on a cloud GPU)")
@@ -116,24 +119,34 @@ class Endpoint:
 def serve(backend: str | None = None, api_key: str | None = None, **overrides: Any) -> Iterator[Endpoint]:
     """A running server for the duration of a ``with`` block.
 
-    Local: starts llama-server with the Modal server's own settings (``modal_server.server_settings``)
-    on a free port, and stops it afterwards. Modal: connects to the *deployed* endpoint and
-    waits until it is ready; it keeps running after the block (stop it with
-    ``modal_server.stop_app()``), because a deployment outlives a notebook.
+    Local: starts llama-server with the course's server settings (:mod:`helpers.server_config`,
+    the same the Modal server uses) on a free port, and stops it afterwards. Modal: checks that
+    this process has the API key, connects to the *deployed* endpoint and waits until it is
+    ready; it keeps running after the block (stop it with ``modal_server.stop_app()``), because
+    a deployment outlives a notebook.
     """
     from helpers.client import wait_until_ready
+    from helpers.server_config import MODEL_ALIAS
 
     if choose_backend(backend) == "modal":
+        from helpers.modal_settings import ModalSettings
+
+        key = api_key or os.environ.get(config.API_KEY_ENV)
+        if not key and not ModalSettings.from_env().public:
+            raise RuntimeError(f"${config.API_KEY_ENV} is not set in this Python process, so every request to the "
+                               f"deployed server would be refused (401). Set it to the value stored in the Modal "
+                               f"secret '{config.API_KEY_SECRET}' (os.environ['{config.API_KEY_ENV}'] = '…'), or pass "
+                               "api_key=...")
         from helpers import modal_server
 
-        url, key = modal_server.endpoint_url(), api_key or modal_server.api_key()
+        url = modal_server.endpoint_url()
         ready = wait_until_ready(url, timeout_s=15 * 60, api_key=key)
-        yield Endpoint("modal", url, key, modal_server.MODEL_ALIAS, ready)
+        yield Endpoint("modal", url, key, MODEL_ALIAS, ready)
         return
-    from helpers.modal_server import MODEL_ALIAS, server_settings
     from helpers.process import free_port
     from helpers.runtime import LocalServer, default_model
+    from helpers.server_config import course_server_settings
 
-    settings = server_settings(str(default_model()), api_key, host="127.0.0.1", port=free_port(), **overrides)
+    settings = course_server_settings(str(default_model()), api_key, port=free_port(), **overrides)
     with LocalServer(settings) as server:
         yield Endpoint("local", server.base_url, api_key, MODEL_ALIAS, server.ready_s)

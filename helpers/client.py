@@ -232,6 +232,41 @@ def concurrent_chats(client: Any, prompts: list[str], *, max_tokens: int = 64, t
     return results, time.monotonic() - started
 
 
+#: How a streamed reply ends when nothing went wrong: the model finished ("stop") or it used
+#: up its ``max_tokens`` ("length").
+FINISHED = ("stop", "length")
+
+
+@dataclass
+class ConcurrencySummary:
+    """What a batch of simultaneous requests achieved, seen from the client."""
+
+    requests: int
+    wall_s: float
+    total_tokens: int
+    total_tokens_per_s: float
+    #: Mean decode speed of the requests that have one (a reply of a single token has none).
+    mean_request_tokens_per_s: float | None
+    #: Every request ended normally: finished by the model or at its ``max_tokens``.
+    all_finished: bool
+
+
+def summarize(results: list[ChatResult], wall_s: float) -> ConcurrencySummary:
+    """Totals and means for :func:`concurrent_chats` results.
+
+    Real models stop when their answer is complete, so requests differ in length; and a
+    one-token reply has no decode speed. Neither is an error, and neither breaks the sums.
+    """
+    rates = [r.tokens_per_s for r in results if r.tokens_per_s is not None]
+    total = sum(r.completion_tokens for r in results)
+    return ConcurrencySummary(
+        requests=len(results), wall_s=wall_s, total_tokens=total,
+        total_tokens_per_s=total / wall_s if wall_s > 0 else 0.0,
+        mean_request_tokens_per_s=sum(rates) / len(rates) if rates else None,
+        all_finished=all(r.finish_reason in FINISHED for r in results),
+    )
+
+
 def auth_status(base_url: str, api_key: str | None) -> int | None:
     """HTTP status of ``GET /v1/models`` with this key (or none): 200 allowed, 401 refused."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -49,6 +49,8 @@ def run_checks(network: bool = True) -> list[Check]:
     checks.append(Check("llama.cpp build", "ok" if built else "fail",
                         str(llamacpp.bin_dir(spec)) if built else f"not built yet ({spec.key()})",
                         "" if built else "run `make llama` (about 6 minutes on 2 cores, once)"))
+    checks.append(smoke_test() if built else Check("quantized generation", "fail", "skipped: llama.cpp is not built",
+                                                   "run `make llama` first"))
     gpu = _gpu_name()
     checks.append(Check("local GPU", "ok" if gpu else "warn", gpu or "none visible (the CPU build is used)",
                         "" if gpu else "optional: a local NVIDIA GPU with nvcc gets a CUDA build"))
@@ -67,6 +69,35 @@ def run_checks(network: bool = True) -> list[Check]:
         checks.append(Check("Hugging Face Hub", "ok" if hub else "warn", "reachable" if hub else "not reachable",
                             "" if hub else "optional: offline, the course uses its synthetic model"))
     return checks
+
+
+def smoke_test(n_predict: int = 4) -> Check:
+    """Quantize the tiny synthetic model (Q4_K_M) and generate a few tokens on this machine.
+
+    Quantized models take other code paths than F16 ones — on many CPUs llama.cpp repacks
+    their weights for special kernels (AMX, AVX2/AVX-512) — so this catches a build that
+    loads but cannot run the models the course uses.
+    """
+    from helpers.cpu_buffers import CpuFeatures
+    from helpers.errors import CourseError
+    from helpers.runtime import run_completion
+    from helpers.synthetic import quantized_model
+
+    cpu = CpuFeatures.detect().name
+    try:
+        result = run_completion("Smoke test", model=quantized_model("Q4_K_M"), n_predict=n_predict, seed=0,
+                                stream=False, timeout_s=120)
+    except CourseError as exc:
+        crashed = getattr(exc, "returncode", None) is not None and exc.returncode < 0
+        why = "llama.cpp crashed" if crashed else "llama.cpp failed"
+        return Check("quantized generation", "fail", f"{why} on a Q4_K_M model ({cpu}): "
+                     f"{str(exc).splitlines()[0]}",
+                     "rebuild with `rm -rf ~/.cache/llamacpp-course/bin && make llama` (the course patches "
+                     "llama.cpp for known CPU issues); if it persists, add --no-repack to llama.cpp's arguments "
+                     "and report the CPU model")
+    tps = result.perf.eval_tokens_per_s if result.perf else None
+    return Check("quantized generation", "ok", f"Q4_K_M, {n_predict} tokens"
+                 + (f" at {tps:,.0f} tokens/s" if tps else "") + f" ({cpu})")
 
 
 def _gpu_name() -> str | None:

@@ -64,16 +64,58 @@ class SourcePatch:
     why: str
 
 
-#: Our only change to the pinned llama.cpp. Its logger prints from a worker thread and
-#: the programs may exit before that thread has written everything
-#: (ggml-org/llama.cpp#22142): on a 2-core machine llama-completion lost its generated
-#: text and speed lines in about one run in four. Draining the logger at exit fixes it.
+#: Our changes to the pinned llama.cpp, each a literal replacement with its reason. They are
+#: applied wherever the course builds llama.cpp (this machine, a local GPU, the Modal image).
 SOURCE_PATCHES: tuple[SourcePatch, ...] = (
+    # Its logger prints from a worker thread and the programs may exit before that thread has
+    # written everything (ggml-org/llama.cpp#22142): on a 2-core machine llama-completion lost
+    # its generated text and speed lines in about one run in four.
     SourcePatch(
         path="tools/completion/completion.cpp",
         old="    atexit([]() { console::cleanup(); });\n",
         new="    atexit([]() { console::cleanup(); common_log_pause(common_log_main()); });\n",
         why="drain the asynchronous logger before exit, so no output is lost",
+    ),
+    # CPUs with AMX (Intel Xeon 4th generation and later) run quantized matrix products on
+    # tiles whose shapes come from a 64-byte config. GCC's _tile_loadconfig() declares that it
+    # reads only 8 bytes of it, so GCC 12 at -O3 (Debian 12's compiler) drops the stores of the
+    # rows and columns into the stack copy: ldtilecfg loads "palette 1, no tile configured"
+    # and the first tile instruction kills the process (SIGILL) on every quantized model.
+    # A constant config lives complete in read-only memory, whatever the compiler assumes.
+    SourcePatch(
+        path="ggml/src/ggml-cpu/amx/mmq.cpp",
+        old=(
+            "    alignas(64) tile_config_t tc = {};\n"
+            "    tc.palette_id = 1;\n"
+            "    tc.start_row = 0;\n"
+            "    tc.rows[0] = 8;   tc.colsb[0] = 64;\n"
+            "    tc.rows[1] = 8;   tc.colsb[1] = 64;\n"
+            "    tc.rows[2] = 16;  tc.colsb[2] = 32;\n"
+            "    tc.rows[3] = 16;  tc.colsb[3] = 32;\n"
+            "    tc.rows[4] = 16;  tc.colsb[4] = 64;\n"
+            "    tc.rows[5] = 16;  tc.colsb[5] = 64;\n"
+            "    tc.rows[6] = 16;  tc.colsb[6] = 64;\n"
+            "    tc.rows[7] = 16;  tc.colsb[7] = 64;\n"
+        ),
+        new=(
+            "    // static: GCC's _tile_loadconfig() claims to read 8 bytes, and at -O3 GCC 12 dropped\n"
+            "    // the rows/colsb stores to a stack copy (every tile unconfigured -> SIGILL).\n"
+            "    alignas(64) static constexpr tile_config_t tc = [] {\n"
+            "        tile_config_t c = {};\n"
+            "        c.palette_id = 1;\n"
+            "        c.start_row = 0;\n"
+            "        c.rows[0] = 8;   c.colsb[0] = 64;\n"
+            "        c.rows[1] = 8;   c.colsb[1] = 64;\n"
+            "        c.rows[2] = 16;  c.colsb[2] = 32;\n"
+            "        c.rows[3] = 16;  c.colsb[3] = 32;\n"
+            "        c.rows[4] = 16;  c.colsb[4] = 64;\n"
+            "        c.rows[5] = 16;  c.colsb[5] = 64;\n"
+            "        c.rows[6] = 16;  c.colsb[6] = 64;\n"
+            "        c.rows[7] = 16;  c.colsb[7] = 64;\n"
+            "        return c;\n"
+            "    }();\n"
+        ),
+        why="keep the AMX tile config in static storage so no compiler can drop part of it",
     ),
 )
 
@@ -96,18 +138,24 @@ def apply_patches(tree: Path, patches: tuple[SourcePatch, ...] = SOURCE_PATCHES)
 
 
 def patch_command(tree: str) -> str:
-    """A shell command applying the same patches inside an image (no helpers needed there)."""
+    """One shell line applying :data:`SOURCE_PATCHES` to ``tree`` inside an image.
+
+    Only ``python3`` is needed there (not this package). The program travels base64-encoded,
+    so the line has no newline and no quote to escape: Modal turns each image command into
+    one Dockerfile instruction, and a Dockerfile instruction ends at the end of its line.
+    """
     payload = base64.b64encode(json.dumps([[p.path, p.old, p.new] for p in SOURCE_PATCHES]).encode()).decode()
-    code = (
+    program = (
         "import base64,json,pathlib,sys\n"
-        f"root=pathlib.Path({tree!r})\n"
+        "root=pathlib.Path(sys.argv[1])\n"
         f"for path,old,new in json.loads(base64.b64decode({payload!r})):\n"
         "    f=root/path; t=f.read_text()\n"
         "    if new in t: continue\n"
         "    if t.count(old)!=1: sys.exit('patch does not apply: '+path)\n"
         "    f.write_text(t.replace(old,new))\n"
     )
-    return "python3 -c " + shlex.quote(code)
+    encoded = base64.b64encode(program.encode()).decode()
+    return f"python3 -c \"import base64; exec(base64.b64decode('{encoded}'))\" {shlex.quote(tree)}"
 
 
 def cmake_definitions(
@@ -170,7 +218,8 @@ def source_fetch_script(dest: str, work: str = "/tmp/sdist") -> list[str]:
     """Shell commands that put the pinned llama.cpp source at ``dest`` (for images).
 
     The same steps as :func:`fetch_source`: download the sdist from PyPI, check its
-    sha256, unpack only ``vendor/llama.cpp``, apply :data:`SOURCE_PATCHES`.
+    sha256, unpack only ``vendor/llama.cpp``, apply :data:`SOURCE_PATCHES`. The first
+    command is the only one that needs a network.
     """
     parent = dest.rstrip("/").rsplit("/", 1)[0] or "/"
     return [
@@ -178,31 +227,49 @@ def source_fetch_script(dest: str, work: str = "/tmp/sdist") -> list[str]:
         f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
         f"echo '{LLAMA_CPP_SDIST_SHA256}  {work}/{LLAMA_CPP_SDIST_NAME}' | sha256sum -c -",
         f"mkdir -p {parent} && tar -xzf {work}/{LLAMA_CPP_SDIST_NAME} -C {work} {_SDIST_PREFIX.rstrip('/')}",
-        f"mv {work}/{_SDIST_PREFIX} {dest} && rm -rf {work}",
+        f"mv {work}/{_SDIST_PREFIX} {dest}",
         patch_command(dest),
     ]
 
 
-#: Where the Modal image keeps llama.cpp (source, build tree, binaries).
-IMAGE_SOURCE_DIR = "/opt/llama.cpp-src"
-IMAGE_BUILD_DIR = "/opt/llama.cpp-build"
+#: Where the Modal image downloads, unpacks and builds llama.cpp. The whole folder is deleted
+#: in the same RUN instruction that creates it, so none of it becomes part of the image.
+IMAGE_WORK_DIR = "/tmp/llama.cpp"
+#: Where the image keeps the binaries (``$LLAMACPP_COURSE_BIN`` points here).
 IMAGE_BIN_DIR = "/opt/llama.cpp/bin"
+#: Parallel compile jobs in the image build. nvcc compiling ggml's CUDA kernels takes up to
+#: ~2 GB per job, so "as many jobs as cores" on a large build machine could run out of memory;
+#: eight jobs keep the build near its fastest without that risk.
+IMAGE_BUILD_JOBS = 8
 
 
-def image_build_script(cuda_architectures: str) -> list[str]:
-    """Every shell command the Modal inference image runs to build llama.cpp with CUDA.
+def image_build_steps(cuda_architectures: str) -> list[str]:
+    """The shell steps that build llama.cpp with CUDA inside the Modal inference image.
 
-    Same source, patch, flags and targets as the local build, plus ``GGML_CUDA=ON``, a fixed
-    GPU architecture and ``GGML_NATIVE=OFF`` (the image is built on one machine and runs on
-    another), and the prebuilt web UI (the image build has a network).
+    Same source, patches, flags and targets as the local build, plus ``GGML_CUDA=ON``, the
+    GPU architectures and ``GGML_NATIVE=OFF`` (the image is built on one machine and runs on
+    another), and the prebuilt web UI (the image build has a network). The last step removes
+    the sdist, the source and the build tree.
     """
+    work = IMAGE_WORK_DIR
+    source, build = f"{work}/src", f"{work}/build"
     defs = cmake_definitions(cuda=True, cuda_architectures=cuda_architectures, portable=True, prebuilt_web_ui=True)
-    copy = " ".join(f"{IMAGE_BUILD_DIR}/bin/{t}" for t in BUILD_TARGETS)
-    return source_fetch_script(IMAGE_SOURCE_DIR) + [
-        shlex.join(configure_command(IMAGE_SOURCE_DIR, IMAGE_BUILD_DIR, defs)),
-        shlex.join(build_command(IMAGE_BUILD_DIR, BUILD_TARGETS, jobs="JOBS")).replace("JOBS", "$(nproc)"),
-        f"mkdir -p {IMAGE_BIN_DIR} && cp {copy} {IMAGE_BIN_DIR}/",
+    binaries = " ".join(f"{build}/bin/{t}" for t in BUILD_TARGETS)
+    return source_fetch_script(source, work=f"{work}/sdist") + [
+        shlex.join(configure_command(source, build, defs)),
+        shlex.join(build_command(build, BUILD_TARGETS, jobs=IMAGE_BUILD_JOBS)),
+        f"mkdir -p {IMAGE_BIN_DIR} && cp {binaries} {IMAGE_BIN_DIR}/",
+        f"rm -rf {work}",
     ]
+
+
+def image_build_command(cuda_architectures: str) -> str:
+    """:func:`image_build_steps` as one shell line: one Dockerfile ``RUN``, one image layer.
+
+    Files deleted by a later instruction still take space in the earlier layer, so the
+    build and its cleanup must share one instruction for the image to stay small.
+    """
+    return " && ".join(image_build_steps(cuda_architectures))
 
 
 def cuda_available() -> bool:

@@ -21,8 +21,9 @@ Sizes are in bytes internally and MiB (2**20) where shown, like llama.cpp's brea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from helpers.cpu_buffers import PLAIN_CPU, CpuFeatures, host_buffers
 from helpers.ggml_types import ggml_type
 from helpers.gguf_header import GgufHeader
 from helpers.model_shape import ModelShape
@@ -160,7 +161,12 @@ def compute_bytes(shape: ModelShape, n_ctx: int, n_ubatch: int = 512, flash_attn
 
 @dataclass
 class MemoryEstimate:
-    """Predicted llama.cpp memory breakdown, in MiB (floats; llama.cpp prints them rounded down)."""
+    """Predicted llama.cpp memory breakdown, in MiB (floats; llama.cpp prints them rounded down).
+
+    ``host_model_mib`` is the weights mapped from the file (llama.cpp's "Host" row);
+    ``extra_buffers_mib`` the weights the CPU backend repacked for this CPU (rows such as
+    ``AMX`` or ``CPU_REPACK``; empty for a GPU or a CPU without such kernels).
+    """
 
     gpu: str | None
     n_ctx: int
@@ -175,6 +181,7 @@ class MemoryEstimate:
     total_gpu_mib: float
     gpu_memory_mib: float | None
     fits: bool
+    extra_buffers_mib: dict[str, float] = field(default_factory=dict)
 
     @property
     def headroom_mib(self) -> float | None:
@@ -186,39 +193,50 @@ class MemoryEstimate:
 
 def memory_breakdown(shape: ModelShape, quant: str, n_ctx: int = 4096, gpu: str | None = "L4",
                      n_gpu_layers: int | None = None, kv_type: str = "f16", n_ubatch: int = 512,
-                     flash_attn: bool = True, imatrix: bool = False) -> MemoryEstimate:
+                     flash_attn: bool = True, imatrix: bool = False, cpu: CpuFeatures = PLAIN_CPU,
+                     tensor_order: list[str] | None = None) -> MemoryEstimate:
     """What llama.cpp will allocate for ``shape`` in ``quant`` at ``n_ctx``.
 
     ``gpu=None`` means CPU only. ``n_gpu_layers=None`` offloads everything (``-ngl all``);
     a smaller number keeps the first layers (and the output matrix) on the host, as
-    llama.cpp does — the compute figures are then approximate.
+    llama.cpp does — the compute figures are then approximate. ``cpu`` decides which weights
+    kept on the host are repacked into extra buffers (:mod:`helpers.cpu_buffers`; the default
+    assumes none, ``CpuFeatures.detect()`` is this machine); ``tensor_order`` is the order of
+    the tensors in the file (default: convert_hf_to_gguf's), which sets the mapped span.
     """
-    sizes = {n: _pad(b) for n, b in tensor_data_bytes(shape, quant, imatrix).items()}
-    total = sum(sizes.values())
+    types = tensor_types(shape, quant, imatrix)
+    dims = dict(shape.tensors())
+    order = tensor_order or [name for name, _ in shape.tensors()]
     if gpu is None:
+        on_gpu: set[str] = set()
+        spec = None
+        layers_on_gpu, output_on_gpu = 0, False
+    else:
+        spec = gpu_spec(gpu)
+        ngl = shape.n_layer + 1 if n_gpu_layers is None else n_gpu_layers
+        layers_on_gpu = min(ngl, shape.n_layer)
+        output_on_gpu = ngl > shape.n_layer
+        first_gpu_layer = shape.n_layer - layers_on_gpu
+        on_gpu = {n for n in dims if (n.startswith("blk.") and int(n.split(".")[1]) >= first_gpu_layer)
+                  or (n in ("output.weight", "output_norm.weight") and output_on_gpu)}
+    gpu_bytes = sum(_pad(ggml_type(types[n]).tensor_bytes(dims[n])) for n in on_gpu)
+    host = [(n, dims[n], types[n]) for n in order if n not in on_gpu]
+    tied = [("output.weight", dims["token_embd.weight"], types["token_embd.weight"])] \
+        if shape.tied and not output_on_gpu else []
+    buffers = host_buffers(host, cpu, duplicated=tied)
+    host_mapped = buffers.pop("CPU_Mapped")
+    extra = {name: size / MIB for name, size in buffers.items()}
+    if spec is None:
         dev, _ = compute_bytes(shape, n_ctx, n_ubatch, flash_attn, on_gpu=False)
         context = kv_cache_bytes(shape, n_ctx, kv_type)
-        return MemoryEstimate(None, n_ctx, quant, kv_type, 0.0, total / MIB, context / MIB, dev / MIB,
-                              0.0, 0.0, 0.0, None, True)
-    spec = gpu_spec(gpu)
-    ngl = shape.n_layer + 1 if n_gpu_layers is None else n_gpu_layers
-    layers_on_gpu = min(ngl, shape.n_layer)
-    first_gpu_layer = shape.n_layer - layers_on_gpu
-    output_on_gpu = ngl > shape.n_layer
-    gpu_bytes = 0
-    for name, b in sizes.items():
-        if name.startswith("blk."):
-            if int(name.split(".")[1]) >= first_gpu_layer:
-                gpu_bytes += b
-        elif name in ("output.weight", "output_norm.weight") and output_on_gpu:
-            gpu_bytes += b
-    host_bytes = total - gpu_bytes
+        return MemoryEstimate(None, n_ctx, quant, kv_type, 0.0, host_mapped / MIB, context / MIB, dev / MIB,
+                              0.0, 0.0, 0.0, None, True, extra)
     context = kv_cache_bytes(shape, n_ctx, kv_type, layers_on_gpu)
-    dev, host = compute_bytes(shape, n_ctx, n_ubatch, flash_attn, on_gpu=output_on_gpu)
+    dev, host_compute = compute_bytes(shape, n_ctx, n_ubatch, flash_attn, on_gpu=output_on_gpu)
     total_gpu = gpu_bytes + context + dev + spec.cuda_overhead_mib * MIB
-    return MemoryEstimate(spec.name, n_ctx, quant, kv_type, gpu_bytes / MIB, host_bytes / MIB, context / MIB,
-                          dev / MIB, host / MIB, spec.cuda_overhead_mib, total_gpu / MIB, spec.memory_mib,
-                          total_gpu <= spec.memory_mib * MIB)
+    return MemoryEstimate(spec.name, n_ctx, quant, kv_type, gpu_bytes / MIB, host_mapped / MIB, context / MIB,
+                          dev / MIB, host_compute / MIB, spec.cuda_overhead_mib, total_gpu / MIB, spec.memory_mib,
+                          total_gpu <= spec.memory_mib * MIB, extra)
 
 
 # --- GPUs, fitting and the speed limit ------------------------------------------------

@@ -1,17 +1,18 @@
-"""What both Modal apps share: images, volumes, the API-key secret, and the model download.
+"""What the course's Modal apps share: the deploy settings, two images, two volumes, the model lookup.
 
 Importing this module needs no Modal account: images, volumes and secrets are *descriptions*
-that Modal resolves only when an app runs or deploys. That is what lets CI import and
-inspect every definition offline.
+that Modal resolves only when an app runs or deploys. That is what lets the course read every
+definition offline (``python -m helpers modal-plan``).
 
 Two images, on purpose:
 
 * the **download image** is a small Debian with ``huggingface_hub``. Downloading 6 GB is I/O,
   not compute, so it runs on a cheap CPU container, never on a GPU billed by the second;
 * the **inference image** is NVIDIA's CUDA *devel* image (it has ``nvcc``) on which we build
-  the pinned llama.cpp with exactly the local build's source, patch, flags and targets, plus
-  CUDA (:func:`helpers.llamacpp.image_build_script`). The course's Python package is added
-  last, so editing ``helpers`` never rebuilds llama.cpp.
+  the pinned llama.cpp with exactly the local build's source, patches, flags and targets, plus
+  CUDA (:func:`helpers.llamacpp.image_build_command`), in one layer that keeps only the
+  binaries. The deploy settings follow as ``ENV`` lines (see :mod:`helpers.modal_settings`),
+  and the course's Python package comes last, so editing ``helpers`` never rebuilds llama.cpp.
 """
 
 from __future__ import annotations
@@ -21,36 +22,57 @@ import os
 import modal
 
 from helpers import config, llamacpp
+from helpers.modal_settings import ModalSettings
 
 MINUTES = 60
+#: Read once, here, from the deploying machine's environment — and, inside a container, from
+#: the ENV lines the images below carry, so both sides agree.
+SETTINGS = ModalSettings.from_env()
+
 HUB_PACKAGES = ("huggingface-hub>=0.34",)
-INFERENCE_APT_PACKAGES = ("build-essential", "cmake", "git", "curl", "libssl-dev", "libgomp1")
+#: Compilers and cmake for the build; OpenSSL so llama.cpp's HTTPS client works as it does
+#: locally; the OpenMP runtime the CPU backend links against.
+INFERENCE_APT_PACKAGES = ("build-essential", "cmake", "libssl-dev", "libgomp1")
 
 model_volume = modal.Volume.from_name(config.MODEL_VOLUME, create_if_missing=True)
 results_volume = modal.Volume.from_name(config.RESULTS_VOLUME, create_if_missing=True)
 
 
-def download_image() -> modal.Image:
+def settings_env(settings: ModalSettings = SETTINGS) -> dict[str, str]:
+    """The ENV every course image carries: the deploy settings, and no debugger on crashes."""
+    return {**settings.to_env(), "GGML_NO_BACKTRACE": "1"}
+
+
+def download_image(settings: ModalSettings = SETTINGS) -> modal.Image:
     return (
         modal.Image.debian_slim(python_version="3.11")
         .uv_pip_install(*HUB_PACKAGES)
-        .env({"HF_XET_HIGH_PERFORMANCE": "1"})  # parallel chunked downloads for multi-GB files
+        .env({"HF_XET_HIGH_PERFORMANCE": "1", **settings_env(settings)})  # parallel chunked downloads
         .add_local_python_source("helpers")
     )
 
 
-def inference_image(gpu: str, env: dict[str, str] | None = None) -> modal.Image:
-    """CUDA image with llama.cpp built for ``gpu``'s architecture (override: $LLAMACPP_COURSE_CUDA_ARCH)."""
-    arch = os.environ.get("LLAMACPP_COURSE_CUDA_ARCH") or config.CUDA_ARCHITECTURES[gpu]
+def inference_image(settings: ModalSettings = SETTINGS) -> modal.Image:
+    """CUDA image with llama.cpp built for ``settings.cuda_architectures``."""
     return (
         modal.Image.from_registry(config.CUDA_BASE_IMAGE, add_python="3.11")
-        .apt_install(*INFERENCE_APT_PACKAGES)
-        .run_commands(*llamacpp.image_build_script(arch))  # ~10 min once; cached afterwards
         .entrypoint([])  # drop the CUDA image's banner script
+        .apt_install(*INFERENCE_APT_PACKAGES)
+        .run_commands(llamacpp.image_build_command(settings.cuda_architectures))  # ~10 min once, then cached
         .uv_pip_install(*HUB_PACKAGES)
-        .env({"LLAMACPP_COURSE_BIN": llamacpp.IMAGE_BIN_DIR, "GGML_NO_BACKTRACE": "1", **(env or {})})
+        .env({"LLAMACPP_COURSE_BIN": llamacpp.IMAGE_BIN_DIR, **settings_env(settings)})
         .add_local_python_source("helpers")
     )
+
+
+def hf_secrets(settings: ModalSettings = SETTINGS) -> list[modal.Secret]:
+    """The optional Hub token: only when ``$LLAMACPP_COURSE_HF_SECRET`` names a Modal Secret.
+
+    Public repositories need none; a missing Secret would stop every deploy, so it is opt-in.
+    """
+    if not settings.hf_secret:
+        return []
+    return [modal.Secret.from_name(settings.hf_secret, required_keys=["HF_TOKEN"])]
 
 
 def model_subdir(repo_id: str) -> str:
@@ -72,20 +94,6 @@ def find_model_file(root: str, repo_id: str, quant: str) -> str:
     if not files:
         raise FileNotFoundError(
             f"{repo_id} is not in the '{config.MODEL_VOLUME}' volume yet. Download it first: "
-            f"modal run -m helpers.modal_server --model {repo_id} --quant {quant}"
+            f"modal run -m helpers.modal_download --model {repo_id} --quant {quant}"
         )
     return os.path.join(folder, select_gguf_files(files, quant)[0])
-
-
-#: Not deployed on its own: both apps ``include`` it, so the download exists once.
-app = modal.App(config.MODAL_COMMON_APP)
-
-
-@app.function(image=download_image(), volumes={config.MODEL_DIR: model_volume}, timeout=30 * MINUTES)
-def download_model_file(repo_id: str, quant: str, revision: str | None = None) -> str:
-    """Hub -> model volume (skipped when the file is already there); returns the path in the volume."""
-    from helpers.hub import download_gguf
-
-    path = download_gguf(repo_id, quant, dest=os.path.join(config.MODEL_DIR, model_subdir(repo_id)), revision=revision)
-    model_volume.commit()  # make the new file visible to other containers now
-    return os.path.relpath(path, config.MODEL_DIR)

@@ -12,7 +12,9 @@ import platform
 
 import modal
 
-app = modal.App("llamacpp-hello")
+from helpers import config
+
+app = modal.App(config.MODAL_HELLO_APP)
 
 
 @app.function(image=modal.Image.debian_slim(python_version="3.11"), timeout=60)

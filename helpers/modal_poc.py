@@ -4,11 +4,12 @@
     modal run -m helpers.modal_poc --prompt "Hi" --model Qwen/Qwen3-8B-GGUF --quant Q5_K_M --n-predict 256 \\
         --args "--temp 0.6 --top-p 0.95"
 
-Flow: ``download_model_file`` (CPU container, skipped when cached) puts the file in the
-``llamacpp-cache`` volume; ``model_inference`` (GPU container) runs ``llama-completion``
-through :func:`helpers.runtime.run_completion` — the very function the local backend uses —
-streams the text to the logs, and stores a JSON record in the ``llamacpp-results`` volume.
-The local entrypoint prints a summary and keeps a copy of the record under ``./results``.
+Flow: ``download_model_file`` (CPU container, skipped when cached; :mod:`helpers.modal_download`)
+puts the file in the ``llamacpp-cache`` volume; ``model_inference`` (GPU container) runs
+``llama-completion`` through :func:`helpers.runtime.run_completion` — the very function the
+local backend uses — streams the text to the logs, and stores a JSON record in the
+``llamacpp-results`` volume. The local entrypoint prints a summary and keeps a copy of the
+record under ``./results``.
 
 Unlike a chat-mode ``llama-cli`` call, the generation is non-interactive: it can never sit
 waiting for a keyboard in a container that has none.
@@ -21,24 +22,20 @@ import shlex
 import modal
 
 from helpers import config
-from helpers.modal_common import (
-    MINUTES,
-    download_model_file,
-    inference_image,
-    model_volume,
-    results_volume,
-)
-from helpers.modal_common import app as common_app
+from helpers.modal_common import MINUTES, SETTINGS, inference_image, model_volume, results_volume
+from helpers.modal_download import app as download_app
+from helpers.modal_download import download_model_file
 
-GPU = config.modal_gpu()
+#: Tokens generated when the command line does not say (``--n-predict``).
+N_PREDICT = 256
 
 app = modal.App(config.MODAL_POC_APP)
-app.include(common_app)
+app.include(download_app)
 
 
-@app.function(image=inference_image(GPU), gpu=GPU, timeout=30 * MINUTES,
+@app.function(image=inference_image(), gpu=SETTINGS.gpu.spec, timeout=30 * MINUTES,
               volumes={config.MODEL_DIR: model_volume, config.RESULTS_DIR: results_volume})
-def model_inference(model_file: str, prompt: str, n_predict: int = 256, extra_args: list[str] | None = None,
+def model_inference(model_file: str, prompt: str, n_predict: int = N_PREDICT, extra_args: list[str] | None = None,
                     store: bool = True, repo: str | None = None, quant: str | None = None) -> dict:
     """One generation with the model at ``/models/<model_file>``; returns (and stores) its record."""
     import os
@@ -48,7 +45,7 @@ def model_inference(model_file: str, prompt: str, n_predict: int = 256, extra_ar
 
     result = run_completion(prompt, model=os.path.join(config.MODEL_DIR, model_file), n_predict=n_predict,
                             extra_args=tuple(extra_args or ()), stream=True)
-    record = make_record(result, backend="modal", gpu=GPU, model=model_file, repo=repo, quant=quant)
+    record = make_record(result, backend="modal", gpu=SETTINGS.gpu.spec, model=model_file, repo=repo, quant=quant)
     if store:
         save_record(record, config.RESULTS_DIR)
         results_volume.commit()
@@ -56,8 +53,8 @@ def model_inference(model_file: str, prompt: str, n_predict: int = 256, extra_ar
 
 
 @app.local_entrypoint()
-def main(prompt: str, model: str = config.DEFAULT_HF_REPO, quant: str = config.DEFAULT_QUANT,
-         n_predict: int = 256, args: str = "") -> None:
+def main(prompt: str, model: str = SETTINGS.repo, quant: str = SETTINGS.quant, n_predict: int = N_PREDICT,
+         args: str = "") -> None:
     from helpers.hub import parse_repo_id
     from helpers.results import save_record
 

@@ -13,7 +13,8 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 
 from helpers.errors import PortInUseError
 
@@ -63,6 +64,21 @@ def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
         # The leader is gone; make sure nothing it started lingers in its group.
         _signal_group(proc, signal.SIGKILL)
     return proc.returncode
+
+
+def watch(proc: subprocess.Popen, on_exit: Callable[[int | None], None]) -> threading.Thread:
+    """Call ``on_exit(returncode)`` from a background thread as soon as ``proc`` ends.
+
+    A server that dies after it started (out of memory, a broken model file) otherwise goes
+    unnoticed by whoever only waited for it to become ready.
+    """
+
+    def wait() -> None:
+        on_exit(proc.wait())
+
+    thread = threading.Thread(target=wait, name=f"watch-{proc.pid}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

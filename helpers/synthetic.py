@@ -245,6 +245,18 @@ def synthetic_model(spec: SyntheticSpec = TINY, directory: str | os.PathLike[str
     return path
 
 
+def quantized_model(quant: str = "Q4_K_M", spec: SyntheticSpec = TINY,
+                    directory: str | os.PathLike[str] | None = None) -> Path:
+    """The synthetic model quantized with the real llama-quantize (written once, then cached)."""
+    from helpers.quant import preset, quantize
+
+    source = synthetic_model(spec, directory)
+    path = source.with_name(source.name.replace(f"-{spec.dtype.upper()}-", f"-{preset(quant).name}-"))
+    if not path.exists():
+        quantize(str(source), str(path), quant)
+    return path
+
+
 def parameter_count(spec: SyntheticSpec) -> int:
     """Number of weights in a model of this shape (what "8B" counts)."""
     return model_shape(spec).parameter_count()

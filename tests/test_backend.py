@@ -53,8 +53,18 @@ def test_records_are_atomic_and_ordered(tmp_path):
     assert [r["id"] for r in load_records(tmp_path)] == ["b", "a"] and a.name == "a.json"
 
 
+def test_modal_serve_needs_the_key_before_anything_else(no_modal, monkeypatch):
+    """Without LLAMA_API_KEY every request would be refused (401) after a cold start: say so first."""
+    no_modal.write_text('[default]\ntoken_id = "ak-1"\ntoken_secret = "as-2"\n')
+    monkeypatch.delenv(config.API_KEY_ENV, raising=False)
+    monkeypatch.setenv("MODAL_SERVER_URL", "http://127.0.0.1:9")  # were Modal contacted, this would fail otherwise
+    with pytest.raises(RuntimeError, match=r"\$LLAMA_API_KEY is not set in this Python process"), \
+            backend.serve(backend="modal"):
+        pass
+
+
 @pytest.mark.usefixtures("no_orphans")
-def test_local_serve_uses_the_modal_settings(no_modal):
+def test_local_serve_uses_the_course_server_settings(no_modal):
     with backend.serve() as endpoint:
         assert endpoint.backend == "local" and endpoint.model == "qwen3-8b"
         reply = stream_chat(endpoint.client(), "Hello", max_tokens=8, thinking=False)
@@ -64,5 +74,7 @@ def test_local_serve_uses_the_modal_settings(no_modal):
 def test_doctor_reports_what_to_fix(llama_bin):
     checks = {c.name: c for c in run_checks(network=False)}
     assert checks["llama.cpp build"].status == "ok" and checks["package modal"].status == "ok"
+    smoke = checks["quantized generation"]
+    assert smoke.status == "ok" and smoke.detail.startswith("Q4_K_M, 4 tokens at "), smoke.detail
     text = report(list(checks.values()))
     assert "all required checks passed" in text

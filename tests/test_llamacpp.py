@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import platform
+import re
 import subprocess
 import time
+
+import pytest
 
 from helpers import config, llamacpp
 
@@ -81,24 +85,65 @@ def test_second_build_is_instant(llama_bin):
     assert llamacpp.binary("llama-quantize") == llama_bin / "llama-quantize"
 
 
-def test_source_patch_is_applied_the_same_way_here_and_in_images(llama_bin, tmp_path):
-    """The image's shell command and the local Python path produce identical sources."""
+def test_source_patches_are_applied_the_same_way_here_and_in_images(llama_bin, tmp_path):
+    """The image's one-line shell command and the local Python path produce identical sources."""
     import tarfile
 
-    name = llamacpp._SDIST_PREFIX + llamacpp.SOURCE_PATCHES[0].path
     with tarfile.open(config.cache_dir() / "src" / config.LLAMA_CPP_SDIST_NAME) as tar:
-        original = tar.extractfile(name).read().decode()
+        originals = {p.path: tar.extractfile(llamacpp._SDIST_PREFIX + p.path).read().decode()
+                     for p in llamacpp.SOURCE_PATCHES}
     for where in ("local", "image"):
-        target = tmp_path / where / llamacpp.SOURCE_PATCHES[0].path
-        target.parent.mkdir(parents=True)
-        target.write_text(original)
+        for path, text in originals.items():
+            target = tmp_path / where / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
     llamacpp.apply_patches(tmp_path / "local")
-    subprocess.run(llamacpp.patch_command(str(tmp_path / "image")), shell=True, check=True)
-    local = (tmp_path / "local" / llamacpp.SOURCE_PATCHES[0].path).read_text()
-    assert local == (tmp_path / "image" / llamacpp.SOURCE_PATCHES[0].path).read_text() != original
-    assert "common_log_pause(common_log_main())" in local
+    command = llamacpp.patch_command(str(tmp_path / "image"))
+    assert "\n" not in command  # one Dockerfile instruction
+    subprocess.run(command, shell=True, check=True)
     patched_tree = llamacpp.fetch_source()
-    assert (patched_tree / llamacpp.SOURCE_PATCHES[0].path).read_text() == local
+    for patch in llamacpp.SOURCE_PATCHES:
+        local = (tmp_path / "local" / patch.path).read_text()
+        assert local == (tmp_path / "image" / patch.path).read_text() != originals[patch.path]
+        assert patch.new in local and (patched_tree / patch.path).read_text() == local
+    subprocess.run(command, shell=True, check=True)  # applying twice changes nothing
+    assert (tmp_path / "image" / patch.path).read_text() == local
+
+
+def _amx_compile(source_tree, tmp_path):
+    """Compile ggml's AMX kernels for an AMX CPU (any x86 machine can compile them) and return the assembly."""
+    import shutil
+
+    compiler = shutil.which("c++")
+    if compiler is None or platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("needs an x86-64 C++ compiler: the AMX kernels only exist for x86")
+    src = source_tree / "ggml" / "src"
+    out = tmp_path / "mmq.s"
+    args = [compiler, "-O3", "-std=gnu++17", "-march=x86-64-v4", "-mamx-tile", "-mamx-int8", "-mavx512vnni",
+            "-DNDEBUG", "-D_GNU_SOURCE", f"-I{src}/..", f"-I{src}", f"-I{src}/ggml-cpu", f"-I{src}/../include",
+            "-S", "-o", str(out), str(src / "ggml-cpu" / "amx" / "mmq.cpp")]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "amx" in proc.stderr and "unrecognized" in proc.stderr:
+        pytest.skip(f"this compiler cannot target AMX: {proc.stderr.strip().splitlines()[-1]}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out.read_text()
+
+
+@pytest.mark.llama
+def test_amx_tile_config_survives_the_optimizer(llama_bin, tmp_path):
+    """Regression for the AMX crash: the tile config ldtilecfg loads must be the complete constant.
+
+    Unpatched, GCC 12 at -O3 keeps only the palette byte of the stack copy (the rows and
+    column widths are dropped), and every quantized model dies with SIGILL on AMX CPUs.
+    """
+    asm = _amx_compile(llamacpp.fetch_source(), tmp_path)
+    (operand,) = re.findall(r"\bldtilecfg\s+(\S+)", asm)
+    symbol = re.fullmatch(r"(\S+)\(%rip\)", operand)
+    assert symbol, f"ldtilecfg reads {operand}: a stack copy, whose stores the compiler may drop"
+    # the constant itself: palette 1, then the 8 column widths and 8 row counts the kernels use
+    block = asm[asm.index(symbol.group(1) + ":"):]
+    values = [int(v, 0) for v in re.findall(r"\.(?:byte|value|short)\s+(\S+)", block.split(".size", 1)[0])]
+    assert [v for v in values if v] == [1, 64, 64, 32, 32, 64, 64, 64, 64, 8, 8, 16, 16, 16, 16, 16, 16]
 
 
 def test_every_run_prints_everything(llama_bin, tiny_model):

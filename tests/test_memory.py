@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers.commands import CompletionSettings, completion_args
+from helpers.cpu_buffers import CpuFeatures, buffer_bytes, extra_buffer, llama_quantize_order
 from helpers.logs import ARTICLE_LOG, parse_buffer_sizes, parse_memory_table
 from helpers.memory import (
     MIB,
@@ -59,12 +60,66 @@ def test_cpu_buffers_match_llama_cpp(llama_bin, cpu_models, case):
     assert out.returncode == 0, out.stderr[-2000:]
     printed = parse_buffer_sizes(out.stderr)
     est = memory_breakdown(model_shape(CPU_SHAPES[name]), "F16", n_ctx, gpu=None, kv_type=kv,
-                           n_ubatch=n_ubatch, flash_attn=fa)
+                           n_ubatch=n_ubatch, flash_attn=fa, cpu=CpuFeatures.detect())
     assert abs(est.context_mib - printed["KV", "CPU"]) < 0.01
     assert abs(est.compute_mib - printed["compute", "CPU"]) < 1.0
-    assert abs(est.host_model_mib - printed["model", "CPU_Mapped"]) < 0.05
+    assert _model_buffers(printed) == pytest.approx({"CPU_Mapped": est.host_model_mib, **est.extra_buffers_mib},
+                                                    abs=0.01)
     table = parse_memory_table(out.stderr).host  # and the rounded table agrees within 1 MiB
     assert abs(table.context_mib - est.context_mib) <= 1 and abs(table.compute_mib - est.compute_mib) <= 1
+
+
+def _model_buffers(printed: dict) -> dict[str, float]:
+    """The weight buffers llama.cpp allocated (its first, planning pass prints zeros)."""
+    return {where: mib for (kind, where), mib in printed.items() if kind == "model" and mib > 0}
+
+
+QUANT_SHAPES = {"tiny": TINY, "tied512": replace(TINY, name="tied512", tied=True, n_vocab=512)}
+
+
+@pytest.fixture(scope="module")
+def quant_sources(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quant-mem")
+    return root, {name: write_synthetic_model(root / f"{name}.gguf", spec) for name, spec in QUANT_SHAPES.items()}
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("quant", ["Q4_0", "Q4_1", "Q8_0", "Q4_K_M", "Q5_K_M", "Q2_K", "IQ4_XS"])
+@pytest.mark.parametrize("name", list(QUANT_SHAPES))
+def test_cpu_weight_buffers_match_llama_cpp(llama_bin, quant_sources, name, quant):
+    """Mapped and repacked (AMX, CPU_REPACK) weights, exactly as llama.cpp allocates them on this CPU."""
+    from helpers.quant import quantize
+
+    root, sources = quant_sources
+    path = quantize(str(sources[name]), str(root / f"{name}-{quant}.gguf"), quant)
+    settings = CompletionSettings(model=path, prompt="Hi", n_predict=1, ctx_size=512, extra_args=("-v",))
+    args = [a for a in completion_args(llama_bin / "llama-completion", settings) if a != "--log-jsonl"]
+    out = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]  # on AMX CPUs the unpatched build died here (SIGILL)
+    shape = model_shape(QUANT_SHAPES[name])
+    est = memory_breakdown(shape, quant, 512, gpu=None, cpu=CpuFeatures.detect(),
+                           tensor_order=llama_quantize_order([n for n, _ in shape.tensors()]))
+    predicted = {"CPU_Mapped": est.host_model_mib, **est.extra_buffers_mib}
+    assert _model_buffers(parse_buffer_sizes(out.stderr)) == pytest.approx(predicted, abs=0.01)
+
+
+def test_extra_buffer_rules():
+    """Which weights each kind of CPU repacks, and what AMX's layout adds."""
+    plain = CpuFeatures.detect("flags : fpu sse2")
+    avx2 = CpuFeatures.detect("flags : fpu sse2 avx avx2")
+    amx = CpuFeatures.detect("flags : sse2 avx2 avx512f avx512_vnni amx_tile amx_int8")
+    arm = CpuFeatures(name="aarch64", modelled=False)
+    assert not plain.amx and avx2.avx2 and amx.amx and amx.name == "x86-64 with AMX"
+    q = (256, 512)  # 256 outputs, 512 inputs
+    assert [extra_buffer("blk.0.ffn_up.weight", q, t, avx2) for t in ("Q4_0", "Q8_0", "Q4_K", "Q2_K")] == \
+        ["CPU_REPACK", None, "CPU_REPACK", None]
+    assert [extra_buffer("blk.0.ffn_up.weight", q, t, amx) for t in ("Q4_0", "Q8_0", "Q2_K", "F16", "F32")] == \
+        ["AMX", "AMX", "CPU_REPACK", "AMX", None]
+    assert extra_buffer("token_embd.weight", q, "Q4_0", amx) is None  # looked up by row, never multiplied
+    assert extra_buffer("blk.0.ffn_up.weight", (443, 512), "Q4_0", amx) is None  # 443 rows: not whole tiles
+    assert extra_buffer("blk.0.ffn_up.weight", q, "Q4_0", arm) is None
+    assert buffer_bytes("AMX", q, "Q8_0") == 256 * 16 * (34 + 4)  # + int32 compensation per block
+    assert buffer_bytes("AMX", q, "Q4_0") == buffer_bytes(None, q, "Q4_0") == 256 * 16 * 18
 
 
 def test_article_l4_breakdown():

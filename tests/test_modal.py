@@ -1,86 +1,236 @@
-"""The Modal apps, inspected offline: no token, no network, no GPU — only public definitions."""
+"""The Modal apps, checked offline: what Modal's client would send, parsed as Modal's builder would.
+
+Nothing here has a Modal account. The plan (helpers.modal_plan) runs Modal's own client code
+up to the point where it would talk to Modal's servers and records the requests; these tests
+read those requests with a real Dockerfile parser and Modal's own command-line parser.
+"""
 
 from __future__ import annotations
 
 import os
-import shlex
+import re
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
+import click
 import pytest
+from dockerfile_parse import DockerfileParser
 
 from helpers import config, llamacpp
-from helpers.commands import server_args
+from helpers.modal_plan import compute_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Every instruction a Dockerfile may contain (docs.docker.com/reference/dockerfile).
+INSTRUCTIONS = {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
+                "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
+#: Non-default deploy settings: every one must reach the containers.
+DEPLOY = {"LLAMACPP_COURSE_GPU": "h100:2", "LLAMACPP_COURSE_REPO": "Qwen/Qwen3-4B-GGUF",
+          "LLAMACPP_COURSE_QUANT": "Q8_0", "LLAMACPP_COURSE_MIN_CONTAINERS": "1", "LLAMACPP_COURSE_SCALEDOWN": "900",
+          "LLAMACPP_COURSE_BACKEND_SAMPLING": "0", "LLAMACPP_COURSE_HF_SECRET": "my-hf-token"}
+#: The keys each secret injects into the container (the values do not matter here).
+SECRET_KEYS = {config.API_KEY_SECRET: config.API_KEY_ENV, "my-hf-token": "HF_TOKEN"}
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLAMACPP_COURSE_", "MODAL_"))}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return compute_plan(_clean_env())
+
+
+@pytest.fixture(scope="module")
+def deploy_plan():
+    return compute_plan(_clean_env(**DEPLOY))
+
+
+def function(plan: dict, app: str, name: str) -> dict:
+    (found,) = [f for f in plan["functions"] if (f["app"], f["name"]) == (app, name)]
+    return found
+
+
+def parse_dockerfile(lines: list[str], tmp_path: Path) -> DockerfileParser:
+    parser = DockerfileParser(path=str(tmp_path))
+    parser.content = "\n".join(lines) + "\n"
+    return parser
 
 
 def test_modal_modules_import_without_credentials(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-    env["HOME"] = str(tmp_path)  # no ~/.modal.toml either
-    code = "import helpers.modal_poc, helpers.modal_server; print('ok')"
+    env = _clean_env(HOME=str(tmp_path))  # no ~/.modal.toml either
+    code = "import helpers.modal_poc, helpers.modal_server, helpers.modal_download, helpers.modal_hello; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
-def test_poc_functions():
-    from helpers import modal_poc
-
-    infer = modal_poc.model_inference.info()
-    assert infer.gpus == [("L4", 1)]
-    volumes = {p: v.name for p, v in infer.volumes.items()}
-    assert volumes == {"/models": "llamacpp-cache", "/results": "llamacpp-results"}
-    assert infer.timeout == 30 * 60
-    download = modal_poc.download_model_file.info()
-    assert download.gpus == [] and {p: v.name for p, v in download.volumes.items()} == {"/models": "llamacpp-cache"}
-
-
-def test_server_function():
-    from helpers import modal_server
-
-    info = modal_server.serve.info()
-    assert info.gpus == [("L4", 1)]
-    assert info.concurrency_info.max_inputs == 32
-    assert info.secrets == ["modal.Secret.from_name('llamacpp-api-key')"]
-    assert info.web_info is not None
-    assert info.timeout == 24 * 3600 and {p: v.name for p, v in info.volumes.items()} == {"/models": "llamacpp-cache"}
-    assert modal_server.PORT == 8080 and modal_server.SCALEDOWN_S == 300 and modal_server.MIN_CONTAINERS == 0
+@pytest.mark.parametrize("which", ["plan", "deploy_plan"])
+def test_every_dockerfile_line_is_one_instruction(which, request, tmp_path):
+    """Modal writes each image command as one Dockerfile line: a newline inside one breaks the build."""
+    for f in request.getfixturevalue(which)["functions"]:
+        structure = parse_dockerfile(f["dockerfile"], tmp_path).structure
+        assert [s["content"].rstrip("\n") for s in structure] == f["dockerfile"], f"{f['app']}/{f['name']}"
+        assert {s["instruction"] for s in structure} <= INSTRUCTIONS
+        assert sum(len(layer) for layer in f["layers"]) == len(f["dockerfile"])
+        assert all(layer[0].startswith("FROM ") for layer in f["layers"])
 
 
-def test_server_settings_come_from_the_environment(tmp_path):
-    env = {**os.environ, "LLAMACPP_COURSE_GPU": "H100", "LLAMACPP_COURSE_MIN_CONTAINERS": "1",
-           "LLAMACPP_COURSE_SCALEDOWN": "900", "LLAMACPP_COURSE_PUBLIC": "1"}
-    code = ("import helpers.modal_server as s; i = s.serve.info(); "
-            "print(i.gpus, i.secrets, s.MIN_CONTAINERS, s.SCALEDOWN_S)")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "[('H100', 1)] [] 1 900", out.stderr[-2000:]
-    bad = subprocess.run([sys.executable, "-c", "import helpers.modal_server"], capture_output=True, text=True,
-                         env={**os.environ, "LLAMACPP_COURSE_GPU": "RTX"}, timeout=120)
+def test_plan_json_from_the_command_line():
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "helpers", "modal-plan", "--json"], capture_output=True, text=True,
+                         env=_clean_env(), timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    plan = json.loads(out.stdout)
+    assert {(f["app"], f["name"]) for f in plan["functions"]} == {
+        ("llamacpp-hello", "hello"), ("llamacpp-download", "download_model_file"),
+        ("llamacpp-poc", "download_model_file"), ("llamacpp-poc", "model_inference"), ("llamacpp-server", "serve")}
+    for f in plan["functions"]:
+        assert {"app", "name", "gpu", "dockerfile", "command"} <= set(f)
+        assert all(isinstance(line, str) for line in f["dockerfile"])
+        assert f["command"] is None or all(isinstance(a, str) for a in f["command"])
+    text = subprocess.run([sys.executable, "-m", "helpers", "modal-plan"], capture_output=True, text=True,
+                          env=_clean_env(), timeout=120).stdout
+    assert "llamacpp-server / serve: GPU L4" in text and "nothing below has been sent to Modal" in text
+
+
+def test_the_default_plan(plan):
+    serve = function(plan, "llamacpp-server", "serve")
+    assert serve["gpu"] == "L4" and serve["timeout_s"] == 24 * 3600 and serve["secrets"] == ["llamacpp-api-key"]
+    assert serve["volumes"] == {"/models": "llamacpp-cache"} and serve["max_inputs"] == 32
+    assert (serve["min_containers"], serve["scaledown_window_s"]) == (0, 300)
+    assert (serve["web_server_port"], serve["startup_timeout_s"]) == (8080, 600)
+    argv = serve["command"]
+    assert argv[0] == "/opt/llama.cpp/bin/llama-server" and argv[-1] == "--backend-sampling"
+    assert argv[argv.index("--ctx-size") + 1] == "65536" and argv[argv.index("--host") + 1] == "0.0.0.0"
+    infer = function(plan, "llamacpp-poc", "model_inference")
+    assert infer["gpu"] == "L4" and infer["secrets"] == [] and infer["timeout_s"] == 1800
+    assert infer["volumes"] == {"/models": "llamacpp-cache", "/results": "llamacpp-results"}
+    assert infer["command"][:3] == ["/opt/llama.cpp/bin/llama-completion", "--model", "/models/<model file>"]
+    assert "--no-conversation" in infer["command"] and infer["env"]["LLAMACPP_COURSE_BIN"] == llamacpp.IMAGE_BIN_DIR
+    build = [line for line in infer["dockerfile"] if "cmake --build" in line]
+    assert len(build) == 1 and "-DCMAKE_CUDA_ARCHITECTURES=89" in build[0]
+    assert infer["layers"][0] == [f"FROM {config.CUDA_BASE_IMAGE}"]
+
+
+def test_download_needs_no_secret_no_gpu_and_no_cuda_image(plan):
+    """`modal run -m helpers.modal_download` builds and runs nothing but the download."""
+    download_app = [f for f in plan["functions"] if f["app"] == config.MODAL_DOWNLOAD_APP]
+    assert [f["name"] for f in download_app] == ["download_model_file"]
+    (f,) = download_app
+    assert f["gpu"] is None and f["secrets"] == [] and not any("nvidia/cuda" in line for line in f["dockerfile"])
+    assert f["volumes"] == {"/models": "llamacpp-cache"}
+    assert function(plan, "llamacpp-poc", "download_model_file")["dockerfile"] == f["dockerfile"]
+
+
+def test_the_container_sees_the_deploy_settings(deploy_plan, tmp_path):
+    """Recompute the plan from nothing but each image's ENV lines and its secrets: it must not change."""
+    for f in deploy_plan["functions"]:
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
+        env.update(parse_dockerfile(f["dockerfile"], tmp_path).envs)
+        env.update({SECRET_KEYS[s]: "x" for s in f["secrets"]})
+        assert function(compute_plan(env), f["app"], f["name"]) == f, f"{f['app']}/{f['name']}"
+    serve = function(deploy_plan, "llamacpp-server", "serve")
+    assert serve["gpu"] == "H100:2" and "--backend-sampling" not in serve["command"]
+    assert (serve["min_containers"], serve["scaledown_window_s"]) == (1, 900)
+    assert serve["command"][serve["command"].index("--model") + 1] == "/models/Qwen--Qwen3-4B-GGUF/<Q8_0 file>"
+    assert function(deploy_plan, "llamacpp-download", "download_model_file")["secrets"] == ["my-hf-token"]
+
+
+def test_the_poc_record_names_the_gpu_it_ran_on(deploy_plan, tmp_path):
+    infer = function(deploy_plan, "llamacpp-poc", "model_inference")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **parse_dockerfile(infer["dockerfile"], tmp_path).envs}
+    code = "from helpers.modal_common import SETTINGS; print(SETTINGS.gpu.spec, SETTINGS.backend_sampling)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["H100:2", "False"], out.stderr[-2000:]
+
+
+def test_image_hygiene(plan, deploy_plan):
+    infer = function(plan, "llamacpp-poc", "model_inference")
+    (build,) = [line for line in infer["dockerfile"] if "cmake --build" in line]
+    # fetched, built, installed and deleted in one instruction: no source or build tree in any layer
+    assert build.endswith(f"&& rm -rf {llamacpp.IMAGE_WORK_DIR}")
+    assert sum(llamacpp.IMAGE_WORK_DIR in line for line in infer["dockerfile"]) == 1
+    assert f"-j {llamacpp.IMAGE_BUILD_JOBS}" in build and "$(nproc)" not in build
+    (apt,) = [line for line in infer["dockerfile"] if "apt-get install" in line]
+    assert not {"git", "curl"} & set(apt.split())
+    assert function(plan, "llamacpp-download", "download_model_file")["secrets"] == []  # the Hub token is opt-in
+
+
+def test_gpu_types_follow_modal(tmp_path):
+    assert config.parse_modal_gpu("a10g").spec == "A10G" and config.parse_modal_gpu("h100!").spec == "H100!"
+    assert config.parse_modal_gpu("B200+:2").spec == "B200+:2"
+    assert config.parse_modal_gpu("b200+").cuda_architectures == "100;103"  # may land on a B300
+    assert config.parse_modal_gpu("RTX-PRO-6000").cuda_architectures == "120"
+    for bad, message in (("RTX", "not a Modal GPU type"), ("L4:0", "from 1 to 8"), ("L4:x", "from 1 to 8")):
+        with pytest.raises(ValueError, match=message):
+            config.parse_modal_gpu(bad)
+    plan = compute_plan(_clean_env(LLAMACPP_COURSE_GPU="B200+"))
+    (build,) = [line for line in function(plan, "llamacpp-server", "serve")["dockerfile"] if "cmake -S" in line]
+    assert "'-DCMAKE_CUDA_ARCHITECTURES=100;103'" in build  # quoted: a bare ';' would end the shell command
+    bad = subprocess.run([sys.executable, "-m", "helpers", "modal-plan"], env=_clean_env(LLAMACPP_COURSE_GPU="RTX"),
+                         capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "is not a Modal GPU type; choose one of T4, L4" in bad.stderr
+
+
+def test_stop_command_confirms_without_a_terminal():
+    """A notebook has no terminal: `modal app stop` must get --yes, as Modal's own parser reads it."""
+    from modal.cli.app import app_cli
+
+    from helpers.modal_server import stop_command
+
+    argv = stop_command()
+    assert argv[:3] == ["modal", "app", "stop"]
+    command = app_cli.get_command(click.Context(app_cli), "stop")
+    params = command.make_context("stop", argv[3:]).params
+    assert params["yes"] is True and params["app_identifier"] == config.MODAL_SERVER_APP
+
+
+def _documented_modal_runs() -> list[tuple[str, list[str]]]:
+    import json
+    import shlex
+
+    texts = [(ROOT / "README.md").read_text()]
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        texts += ["".join(c["source"]) for c in json.loads(nb.read_text())["cells"]]
+    found = []
+    for text in texts:
+        for m in re.finditer(r"modal run -m (helpers\.\w+)([^`\n]*)", text):
+            found.append((m.group(1), shlex.split(m.group(2).split("#")[0])))
+    return found
+
+
+def test_every_documented_modal_run_parses():
+    """Each `modal run -m helpers.X …` in the README and notebooks, read by Modal's own parser."""
+    import importlib
+
+    from modal._utils.async_utils import synchronizer
+    from modal.cli import run
+
+    commands = _documented_modal_runs()
+    assert {m for m, _ in commands} >= {"helpers.modal_poc", "helpers.modal_download"}
+    for module_name, args in commands:
+        app = importlib.import_module(module_name).app
+        (entry,) = synchronizer._translate_in(app)._local_state.local_entrypoints.values()
+        command = run._get_click_command_for_local_entrypoint(app, synchronizer._translate_out(entry))
+        try:
+            command.make_context("main", list(args))
+        except click.UsageError as exc:
+            pytest.fail(f"`modal run -m {module_name} {' '.join(args)}`: {exc}")
 
 
 def test_modal_and_local_servers_run_the_same_command():
     """One builder: the container's llama-server line equals the local one for the same settings."""
     from helpers import modal_server
+    from helpers.commands import server_args
+    from helpers.server_config import course_server_settings
 
     remote = modal_server.llama_server_command("/models/x.gguf", api_key="k")
-    local = server_args(llamacpp.IMAGE_BIN_DIR + "/llama-server", modal_server.server_settings("/models/x.gguf", "k"))
-    assert remote == local
-    assert remote[remote.index("--host") + 1] == "0.0.0.0" and remote[remote.index("--port") + 1] == "8080"
-    assert remote[remote.index("--parallel") + 1] == "8" and remote[remote.index("--ctx-size") + 1] == "65536"
-    assert remote[-1] == "--backend-sampling"
-    assert "k" not in remote  # the key travels in the environment, not on the command line
-
-
-def test_image_recipe_uses_the_pin_and_the_shared_flags():
-    script = llamacpp.image_build_script("89")
-    joined = "\n".join(script)
-    assert f"llama-cpp-python=={config.LLAMA_CPP_PYTHON_VERSION}" in script[0]
-    assert config.LLAMA_CPP_SDIST_SHA256 in script[1]
-    defs = llamacpp.cmake_definitions(cuda=True, cuda_architectures="89", portable=True, prebuilt_web_ui=True)
-    configure = shlex.split(next(c for c in script if c.startswith("cmake -S")))
-    assert configure == llamacpp.configure_command(llamacpp.IMAGE_SOURCE_DIR, llamacpp.IMAGE_BUILD_DIR, defs)
-    assert "--target " + " ".join(llamacpp.BUILD_TARGETS) in joined
-    assert "-DLLAMA_BUILD_NUMBER=11312" in joined and "-DGGML_CUDA=ON" in joined
+    local = server_args(llamacpp.IMAGE_BIN_DIR + "/llama-server",
+                        course_server_settings("/models/x.gguf", "k", host="0.0.0.0", port=8080))
+    assert remote == local and "k" not in remote  # the key travels in the environment
 
 
 def test_image_source_steps_produce_the_local_tree(llama_bin, tmp_path):
@@ -110,3 +260,17 @@ def test_model_file_lookup_in_the_volume(tmp_path):
     assert find_model_file(str(tmp_path), "Qwen/Qwen3-8B-GGUF", "q5_k_m") == str(folder / "Qwen3-8B-Q5_K_M.gguf")
     with pytest.raises(FileNotFoundError, match="not in the 'llamacpp-cache' volume yet.*modal run -m helpers"):
         find_model_file(str(tmp_path), "Qwen/Qwen3-4B-GGUF", "Q5_K_M")
+
+
+def test_deploy_settings_round_trip_and_errors():
+    from helpers.modal_settings import ModalSettings
+
+    settings = ModalSettings.from_env(DEPLOY)
+    assert ModalSettings.from_env(settings.to_env()) == settings
+    for env, message in (({"LLAMACPP_COURSE_SCALEDOWN": "soon"}, "whole number"),
+                         ({"LLAMACPP_COURSE_MIN_CONTAINERS": "-1"}, "at least 0"),
+                         ({"LLAMACPP_COURSE_PUBLIC": "maybe"}, "must be 1 or 0"),
+                         ({"LLAMACPP_COURSE_REPO": "qwen"}, "org/name"),
+                         ({"LLAMACPP_COURSE_CUDA_ARCH": "sm_89"}, "CUDA architecture list")):
+        with pytest.raises(ValueError, match=message):
+            ModalSettings.from_env(env)

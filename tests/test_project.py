@@ -36,6 +36,28 @@ def test_pinned_tools():
         assert name in runtime
 
 
+def test_modal_is_pinned_to_the_tested_range():
+    """The apps need modal 1.6 APIs and modal-plan reads private parts: no untested version may install."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (modal,) = [Requirement(d) for d in project["dependencies"] if Requirement(d).name == "modal"]
+    assert version("modal") in modal.specifier
+    assert not any(v in modal.specifier for v in ("1.0.0", "1.5.9", "1.7.0", "2.0.0"))
+
+
+def test_make_test_is_hermetic():
+    """`make test` uses the local backend and the CPU build whatever token or GPU the machine has."""
+    out = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    runs = [line for line in out.splitlines() if "-m helpers build" in line or "-m pytest" in line]
+    assert len(runs) == 2, out
+    assert all("LLAMACPP_COURSE_BACKEND=local" in line and "LLAMACPP_COURSE_CUDA=0" in line for line in runs)
+    opt_in = subprocess.run(["make", "-n", "test-modal"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert opt_in.returncode == 0 and "LLAMACPP_COURSE_BACKEND=modal" in opt_in.stdout
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "helpers", *args], capture_output=True, text=True,
                           timeout=600, stdin=subprocess.DEVNULL)

@@ -8,9 +8,9 @@ import socket
 import openai
 import pytest
 
-from helpers.client import http_get, stream_chat, wait_until_ready
+from helpers.client import concurrent_chats, http_get, stream_chat, summarize, wait_until_ready
 from helpers.errors import PortInUseError, ServerStartError
-from helpers.process import ensure_port_free, free_port
+from helpers.process import ensure_port_free, free_port, stop
 from helpers.runtime import LocalServer
 
 pytestmark = pytest.mark.usefixtures("no_orphans")
@@ -101,3 +101,50 @@ def test_api_key_is_enforced(tiny_model):
 def test_wait_times_out_when_nothing_listens():
     with pytest.raises(ServerStartError, match="not ready after"):
         wait_until_ready(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
+
+
+def test_concurrency_summary_survives_short_and_early_replies(server):
+    """A one-token reply has no decode speed and real answers end early: the summary copes with both."""
+    results, wall = concurrent_chats(server.client(), ["One", "Two", "Three"], max_tokens=1)
+    assert all(r.completion_tokens == 1 and r.tokens_per_s is None for r in results)
+    summary = summarize(results, wall)
+    assert summary.requests == 3 and summary.total_tokens == 3 and summary.mean_request_tokens_per_s is None
+    assert summary.all_finished and summary.total_tokens_per_s > 0
+    longer, wall = concurrent_chats(server.client(), ["Four", "Five"], max_tokens=6)
+    both = summarize(results + longer, wall)
+    assert both.mean_request_tokens_per_s == pytest.approx(sum(r.tokens_per_s for r in longer) / 2)
+
+
+def test_the_container_watchdog_sees_a_dead_server(tiny_model, tmp_path, monkeypatch):
+    """The Modal server's start-up code, run here: when llama-server dies, the watchdog reports it."""
+    import os
+    import signal
+    import threading
+
+    from helpers import modal_server
+    from helpers.modal_common import SETTINGS, model_subdir
+
+    folder = tmp_path / model_subdir(SETTINGS.repo)  # the model volume's layout
+    folder.mkdir()
+    (folder / f"model-{SETTINGS.quant}.gguf").symlink_to(tiny_model)
+    monkeypatch.setenv("LLAMA_API_KEY", "watchdog-key")
+    exited: list[int | None] = []
+    done = threading.Event()
+    port = free_port()
+    proc = modal_server.start_llama_server(str(tmp_path), port=port,
+                                           on_exit=lambda code: (exited.append(code), done.set()))
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", timeout_s=60, is_alive=lambda: proc.poll() is None)
+        assert not done.is_set()
+        os.killpg(proc.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        assert done.wait(10) and exited == [-signal.SIGKILL]
+    finally:
+        stop(proc)
+
+
+def test_the_container_refuses_to_start_without_a_key(tmp_path, monkeypatch):
+    from helpers import modal_server
+
+    monkeypatch.delenv("LLAMA_API_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="no LLAMA_API_KEY: create the 'llamacpp-api-key' secret"):
+        modal_server.start_llama_server(str(tmp_path), port=free_port(), on_exit=lambda code: None)

@@ -1,0 +1,241 @@
+"""``python -m helpers modal-plan``: what the course will run on Modal, worked out before anyone pays.
+
+For every function of every course app: the GPU, timeout, volumes, secrets, scaling, the image
+as the exact Dockerfile lines Modal's image builder receives (every layer, in order), the
+files mounted at start, and the command the container runs.
+
+How it is computed: each app module is imported the way ``modal run -m`` imports it, and Modal's
+own client code then prepares every image layer and every function definition — the very
+requests it would send to Modal's servers (``ImageGetOrCreate``, ``FunctionCreate``). A
+stand-in client records those requests instead of sending them: nothing leaves this machine
+and no account is needed. That uses a few private parts of the ``modal`` package, which is
+why pyproject.toml pins the range of ``modal`` versions the course is tested with.
+
+Preparing a definition marks Modal's objects as created, so the work happens in a fresh
+Python process (:func:`compute_plan`); :func:`plan_here` is what that process runs. Giving
+:func:`compute_plan` an environment shows what a machine — or a container — with exactly
+those variables would run: the tests compare the deploying machine's plan with the plan
+computed from nothing but an image's ``ENV`` lines and its secrets' keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+#: The course's Modal apps, as ``modal run -m`` names them.
+APP_MODULES = ("helpers.modal_hello", "helpers.modal_download", "helpers.modal_poc", "helpers.modal_server")
+
+
+def compute_plan(env: Mapping[str, str] | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
+    """The plan, computed in a fresh Python process with ``env`` (default: this one's environment)."""
+    proc = subprocess.run([sys.executable, "-m", "helpers.modal_plan", "--json"], capture_output=True, text=True,
+                          env=dict(os.environ if env is None else env), timeout=timeout_s, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise RuntimeError("could not compute the Modal plan: " + (lines[-1] if lines else f"exit {proc.returncode}"))
+    return json.loads(proc.stdout)
+
+
+def env_from_dockerfile(lines: list[str]) -> dict[str, str]:
+    """Variables set by the ``ENV KEY=value`` lines Modal writes (one assignment per line)."""
+    env: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("ENV "):
+            for word in shlex.split(line[4:]):
+                key, _, value = word.partition("=")
+                env[key] = value
+    return env
+
+
+def plan_here() -> dict[str, Any]:
+    """Import every course app in *this* process and record what Modal would be asked to build and run."""
+    from modal._image import LATEST_IMAGE_BUILDER_VERSION
+    from modal._utils.async_utils import synchronizer
+
+    functions = []
+    for module_name in APP_MODULES:
+        module = importlib.import_module(module_name)
+        app = synchronizer._translate_in(module.app)
+        for name, function in app._local_state.functions.items():
+            functions.append(asyncio.run(_plan_function(app._name, name, function)))
+    return {"image_builder_version": _builder_version(LATEST_IMAGE_BUILDER_VERSION), "functions": functions}
+
+
+def _builder_version(server_default: str) -> str:
+    from modal.config import config
+
+    return config.get("image_builder_version") or server_default
+
+
+async def _plan_function(app_name: str, name: str, function: Any) -> dict[str, Any]:
+    from modal_proto import api_pb2
+
+    recorder = _Recorder()
+    await recorder.create(function)
+    definition = next(r.function for r in recorder.requests if isinstance(r, api_pb2.FunctionCreateRequest))
+    layers = [list(r.image.dockerfile_commands) for r in recorder.requests
+              if isinstance(r, api_pb2.ImageGetOrCreateRequest)]
+    dockerfile = [line for layer in layers for line in layer]
+    image = function._spec.image
+    web = definition.webhook_config
+    gpu = definition.resources.gpu_config
+    return {
+        "app": app_name,
+        "name": name,
+        "gpu": (gpu.gpu_type if gpu.count == 1 else f"{gpu.gpu_type}:{gpu.count}") if gpu.count else None,
+        "timeout_s": definition.timeout_secs,
+        "volumes": {m.mount_path: recorder.names[m.volume_id] for m in definition.volume_mounts},
+        "secrets": [recorder.names[s] for s in definition.secret_ids],
+        "min_containers": definition.autoscaler_settings.min_containers,
+        "scaledown_window_s": definition.autoscaler_settings.scaledown_window or None,
+        "max_inputs": definition.max_concurrent_inputs or 1,
+        "web_server_port": web.web_server_port or None,
+        "startup_timeout_s": web.web_server_startup_timeout or None,
+        "dockerfile": dockerfile,
+        "layers": layers,
+        "mounts": [_describe_mount(m) for m in image._deferred_mounts],
+        "env": env_from_dockerfile(dockerfile),
+        "command": container_command(app_name, name),
+    }
+
+
+def container_command(app_name: str, function_name: str) -> list[str] | None:
+    """The llama.cpp command a function's container runs; None for functions that run none.
+
+    Names in angle brackets are known only at run time: the model file found in the volume,
+    and the prompt a caller sends.
+    """
+    from helpers import config, llamacpp
+
+    if (app_name, function_name) == (config.MODAL_SERVER_APP, "serve"):
+        from helpers.modal_common import SETTINGS, model_subdir
+        from helpers.modal_server import llama_server_command
+
+        return llama_server_command(f"{config.MODEL_DIR}/{model_subdir(SETTINGS.repo)}/<{SETTINGS.quant} file>")
+    if (app_name, function_name) == (config.MODAL_POC_APP, "model_inference"):
+        from helpers.commands import CompletionSettings, completion_args
+        from helpers.modal_poc import N_PREDICT
+
+        settings = CompletionSettings(model=f"{config.MODEL_DIR}/<model file>", prompt="<prompt>", n_predict=N_PREDICT)
+        return completion_args(f"{llamacpp.IMAGE_BIN_DIR}/llama-completion", settings)
+    return None
+
+
+def _describe_mount(mount: Any) -> str:
+    parts = []
+    for entry in mount._entries:
+        module, remote = getattr(entry, "module_name", None), getattr(entry, "remote_dir", None)
+        parts.append(f"python package {module} -> {remote}/{module}" if module else repr(entry))
+    return "; ".join(parts)
+
+
+class _Recorder:
+    """Stands in for Modal's client: records the requests instead of sending them."""
+
+    def __init__(self) -> None:
+        from modal._load_context import LoadContext
+
+        self.requests: list[Any] = []
+        self.names: dict[str, str] = {}  # stand-in object id -> the volume's or secret's name
+        self._stub = self
+        self._snapshotted = False
+        self._loaded: set[int] = set()
+        self.context = LoadContext(client=self, environment_name="", app_id="ap-plan", task_context=None)
+
+    async def create(self, function: Any) -> None:
+        import modal._environments as environments
+
+        cached = dict(environments.ENVIRONMENT_CACHE)
+        try:
+            for dep in function._deps_():
+                await self.load(dep)
+            await function._load(function, self, self.context, None)
+        finally:
+            environments.ENVIRONMENT_CACHE.clear()
+            environments.ENVIRONMENT_CACHE.update(cached)
+
+    # -- the part of Modal's resolver that loaders call ------------------------------
+    build_start = 0.0
+
+    async def load(self, obj: Any, parent_load_context: Any = None, *, existing_object_id: str | None = None) -> Any:
+        from modal._image import _Image
+
+        if id(obj) in self._loaded:
+            return obj
+        self._loaded.add(id(obj))
+        if isinstance(obj, _Image):  # build its layers, base first, with Modal's own code
+            for dep in obj._deps_():
+                await self.load(dep)
+            await obj._load(obj, self, self.context, None)
+        else:  # a volume, secret or mount: only its id matters to the definitions that use it
+            object_id = f"{type(obj)._type_prefixes[0]}-plan{len(self._loaded)}"
+            obj._object_id, obj._client, obj._is_hydrated = object_id, self, True
+            self.names[object_id] = getattr(obj, "_name", None) or repr(obj)
+        return obj
+
+    # -- the two server calls that matter, answered as success ------------------------
+    async def ImageGetOrCreate(self, request: Any) -> Any:  # noqa: N802 - Modal's RPC name
+        from modal_proto import api_pb2
+
+        self.requests.append(request)
+        return api_pb2.ImageGetOrCreateResponse(
+            image_id=f"im-plan{len(self.requests)}",
+            result=api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS))
+
+    async def FunctionCreate(self, request: Any) -> Any:  # noqa: N802
+        from modal_proto import api_pb2
+
+        self.requests.append(request)
+        ranked = api_pb2.FunctionData.RankedFunction(rank=0, function=request.function)
+        return api_pb2.FunctionCreateResponse(function_id=f"fu-plan{len(self.requests)}",
+                                              function_data=api_pb2.FunctionData(ranked_functions=[ranked]))
+
+    async def EnvironmentGetOrCreate(self, request: Any) -> Any:  # noqa: N802
+        from modal._image import LATEST_IMAGE_BUILDER_VERSION
+        from modal_proto import api_pb2
+
+        settings = api_pb2.EnvironmentSettings(image_builder_version=LATEST_IMAGE_BUILDER_VERSION)
+        return api_pb2.EnvironmentGetOrCreateResponse(
+            environment_id="en-plan", metadata=api_pb2.EnvironmentMetadata(name="main", settings=settings))
+
+
+def render_text(plan: dict[str, Any], width: int = 200) -> str:
+    """The plan for people: one block per function, long Dockerfile lines shortened."""
+    out = [f"Modal image builder {plan['image_builder_version']}; nothing below has been sent to Modal."]
+    for f in plan["functions"]:
+        scaling = (f"min {f['min_containers']} container(s), idle stop after {f['scaledown_window_s']} s, "
+                   if f["scaledown_window_s"] else "")
+        web = f", HTTPS -> port {f['web_server_port']}" if f["web_server_port"] else ""
+        out += ["", f"{f['app']} / {f['name']}: GPU {f['gpu'] or 'none (CPU)'}, timeout {f['timeout_s']} s, "
+                    f"{scaling}{f['max_inputs']} input(s) at once{web}"]
+        volumes = ", ".join(f"{name} at {path}" for path, name in f["volumes"].items()) or "none"
+        out.append(f"  volumes: {volumes}; secrets: {', '.join(f['secrets']) or 'none'}")
+        out.append(f"  image: {len(f['layers'])} layers, {len(f['dockerfile'])} Dockerfile lines")
+        for line in f["dockerfile"]:
+            shown = line if len(line) <= width else f"{line[:width - 40]}… ({len(line):,} characters; --json)"
+            out.append(f"    {shown}")
+        out.append(f"  mounted at start: {'; '.join(f['mounts']) or 'nothing'}")
+        out.append(f"  runs: {shlex.join(f['command']) if f['command'] else 'Python only'}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    plan = plan_here()
+    print(json.dumps(plan, indent=1) if "--json" in args else render_text(plan))
+    return 0
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.filterwarnings("ignore", module="modal")  # deprecation notices would mix with the output
+    sys.exit(main())
