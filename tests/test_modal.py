@@ -48,6 +48,19 @@ def deploy_plan():
     return compute_plan(_clean_env(**DEPLOY))
 
 
+def container_env(function_plan: dict, tmp_path: Path) -> dict[str, str]:
+    """What a container of this function sees: its image's ENV lines and its secrets' keys.
+
+    Plus what lets Python start and find its packages here (in the image, Modal provides its
+    client and mounts ``helpers``): nothing else of this machine's environment.
+    """
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": path}
+    env.update(parse_dockerfile(function_plan["dockerfile"], tmp_path).envs)
+    env.update({SECRET_KEYS[s]: "x" for s in function_plan["secrets"]})
+    return env
+
+
 def function(plan: dict, app: str, name: str) -> dict:
     (found,) = [f for f in plan["functions"] if (f["app"], f["name"]) == (app, name)]
     return found
@@ -128,10 +141,7 @@ def test_download_needs_no_secret_no_gpu_and_no_cuda_image(plan):
 def test_the_container_sees_the_deploy_settings(deploy_plan, tmp_path):
     """Recompute the plan from nothing but each image's ENV lines and its secrets: it must not change."""
     for f in deploy_plan["functions"]:
-        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-        env.update(parse_dockerfile(f["dockerfile"], tmp_path).envs)
-        env.update({SECRET_KEYS[s]: "x" for s in f["secrets"]})
-        assert function(compute_plan(env), f["app"], f["name"]) == f, f"{f['app']}/{f['name']}"
+        assert function(compute_plan(container_env(f, tmp_path)), f["app"], f["name"]) == f, f"{f['app']}/{f['name']}"
     serve = function(deploy_plan, "llamacpp-server", "serve")
     assert serve["gpu"] == "H100:2" and "--backend-sampling" not in serve["command"]
     assert (serve["min_containers"], serve["scaledown_window_s"]) == (1, 900)
@@ -141,9 +151,9 @@ def test_the_container_sees_the_deploy_settings(deploy_plan, tmp_path):
 
 def test_the_poc_record_names_the_gpu_it_ran_on(deploy_plan, tmp_path):
     infer = function(deploy_plan, "llamacpp-poc", "model_inference")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **parse_dockerfile(infer["dockerfile"], tmp_path).envs}
     code = "from helpers.modal_common import SETTINGS; print(SETTINGS.gpu.spec, SETTINGS.backend_sampling)"
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=container_env(infer, tmp_path), cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["H100:2", "False"], out.stderr[-2000:]
 
 
