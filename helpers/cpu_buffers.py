@@ -20,7 +20,7 @@ course's pinned llama.cpp; ``tests/test_memory.py`` checks them against what it 
 machine that runs the tests, with and without AMX.
 
 ARM CPUs repack other types (Q4_0, Q8_0, Q4_K…, with NEON dot-product or i8mm); those rules are
-not modelled here: :meth:`CpuFeatures.detect` reports such a CPU as not modelled.
+not modelled here: :meth:`CpuFeatures.detect` says so in the CPU's name and predicts no extra buffer.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ class CpuFeatures:
     avx2: bool = False
     avx512: bool = False
     amx: bool = False
-    modelled: bool = True
 
     @classmethod
     def detect(cls, cpuinfo: str | None = None) -> CpuFeatures:
@@ -73,11 +72,11 @@ class CpuFeatures:
                 break
         x86 = machine in ("x86_64", "amd64") or bool(flags & {"sse2", "avx"})
         if not x86:
-            return cls(name=machine or "unknown", modelled=False)
+            return cls(name=f"{machine or 'unknown'} (its repacked buffers are not modelled)")
         amx = {"amx_int8", "amx_tile", "avx512_vnni"} <= flags
         avx512 = "avx512f" in flags
         name = "x86-64 with AMX" if amx else "x86-64 with AVX-512" if avx512 else "x86-64"
-        return cls(name=name, x86=True, avx2="avx2" in flags, avx512=avx512, amx=amx, modelled=bool(flags))
+        return cls(name=name, x86=True, avx2="avx2" in flags, avx512=avx512, amx=amx)
 
 
 #: A CPU for which llama.cpp makes no extra buffer: every weight stays mapped from the file.

@@ -36,7 +36,7 @@ APP_MODULES = ("helpers.modal_hello", "helpers.modal_download", "helpers.modal_p
 
 def compute_plan(env: Mapping[str, str] | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
     """The plan, computed in a fresh Python process with ``env`` (default: this one's environment)."""
-    proc = subprocess.run([sys.executable, "-m", "helpers.modal_plan", "--json"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "helpers", "modal-plan", "--json"], capture_output=True, text=True,
                           env=dict(os.environ if env is None else env), timeout=timeout_s, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
@@ -225,17 +225,3 @@ def render_text(plan: dict[str, Any], width: int = 200) -> str:
         out.append(f"  mounted at start: {'; '.join(f['mounts']) or 'nothing'}")
         out.append(f"  runs: {shlex.join(f['command']) if f['command'] else 'Python only'}")
     return "\n".join(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    plan = plan_here()
-    print(json.dumps(plan, indent=1) if "--json" in args else render_text(plan))
-    return 0
-
-
-if __name__ == "__main__":
-    import warnings
-
-    warnings.filterwarnings("ignore", module="modal")  # deprecation notices would mix with the output
-    sys.exit(main())

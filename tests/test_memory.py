@@ -108,7 +108,7 @@ def test_extra_buffer_rules():
     plain = CpuFeatures.detect("flags : fpu sse2")
     avx2 = CpuFeatures.detect("flags : fpu sse2 avx avx2")
     amx = CpuFeatures.detect("flags : sse2 avx2 avx512f avx512_vnni amx_tile amx_int8")
-    arm = CpuFeatures(name="aarch64", modelled=False)
+    arm = CpuFeatures(name="aarch64")
     assert not plain.amx and avx2.avx2 and amx.amx and amx.name == "x86-64 with AMX"
     q = (256, 512)  # 256 outputs, 512 inputs
     assert [extra_buffer("blk.0.ffn_up.weight", q, t, avx2) for t in ("Q4_0", "Q8_0", "Q4_K", "Q2_K")] == \
