@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python 3.11+, pip, a C++ compiler, cmake):
 #   make demo   the main path end to end, offline, on the embedded synthetic model
 #   make test   ruff + pytest (helpers) + nbval (every notebook), on this machine's CPU only
-#   make test-modal   the notebooks against your Modal account (deploys, costs money; opt-in)
+#   make test-modal   notebooks 03-05 against your Modal account (costs money; opt-in)
 # Both create/reuse .venv, install the project, and build llama.cpp once into the user
 # cache (~/.cache/llamacpp-course, or $LLAMACPP_COURSE_CACHE), keyed by commit and flags.
 
@@ -34,22 +34,26 @@ llama: $(STAMP)
 	$(BIN)/python -m helpers build
 
 # The tests run the same way on every machine: the local backend even where a Modal token
-# exists (no cloud spending, no deployment needed), and the CPU build even where an NVIDIA GPU
-# exists (the compared notebook outputs are the CPU build's).
-HERMETIC := LLAMACPP_COURSE_BACKEND=local LLAMACPP_COURSE_CUDA=0
+# exists (no cloud spending, no deployment needed), the CPU build even where an NVIDIA GPU
+# exists (the compared notebook outputs are the CPU build's), and the default deploy settings
+# whatever LLAMACPP_COURSE_* variables you exported for Modal (only the cache location stays).
+COURSE_VARS := $(filter-out LLAMACPP_COURSE_CACHE,$(filter LLAMACPP_COURSE_%,$(.VARIABLES)))
+HERMETIC := env $(foreach v,$(COURSE_VARS),-u $(v)) LLAMACPP_COURSE_BACKEND=local LLAMACPP_COURSE_CUDA=0
+PYTEST_PATHS ?= tests notebooks
 
 test: lint
 	$(HERMETIC) $(BIN)/python -m helpers build
 	$(HERMETIC) $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg tests notebooks $(PYTEST_ARGS)
+		--nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_PATHS) $(PYTEST_ARGS)
 
-# Opt-in, and it costs money: run notebooks 03-05 against your Modal account (needs `modal setup`,
-# the llamacpp-api-key secret, LLAMA_API_KEY in your shell, and the model in the volume:
-# `modal run -m helpers.modal_download`; notebook 05 needs `modal deploy -m helpers.modal_server`).
-# Every cell must run; the executed notebooks go to $(MODAL_RUNS) for you to read (their
-# numbers are your GPU's, so nothing is compared with the committed outputs).
+# Opt-in, and it costs money: run notebooks 03-05 against your Modal account. `doctor --modal`
+# first checks, for free, what they need: a token, LLAMA_API_KEY, the model in the volume
+# (`modal run -m helpers.modal_download`) and the deployed server (`modal deploy -m
+# helpers.modal_server`). Every cell must run; the executed notebooks go to $(MODAL_RUNS) for you
+# to read (their numbers are your GPU's, so nothing is compared with the committed outputs).
 MODAL_RUNS ?= modal-runs
 test-modal: $(STAMP)
+	$(BIN)/python -m helpers doctor --modal
 	LLAMACPP_COURSE_BACKEND=modal $(BIN)/jupyter nbconvert --to notebook --execute --output-dir $(MODAL_RUNS) \
 		--ExecutePreprocessor.timeout=1800 notebooks/03_modal_basics.ipynb notebooks/04_poc_on_l4.ipynb \
 		notebooks/05_inference_server.ipynb

@@ -48,7 +48,7 @@ def _complete(args: argparse.Namespace) -> None:
     from helpers.runtime import run_completion
 
     result = run_completion(args.prompt, model=args.model, n_predict=args.n_predict, seed=args.seed,
-                            extra_args=args.extra or ())
+                            extra_args=args.extra or (), stream=not args.json)
     if args.json:
         print(json.dumps(result.to_record(), indent=2))
 
@@ -59,12 +59,18 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(repo=args.repo, quant=args.quant, n_predict=args.n_predict)
 
 
-def _shape(args: argparse.Namespace):  # noqa: ANN202
-    if args.gguf:
-        from helpers.gguf_header import read_local, read_url
+def _header(args: argparse.Namespace):  # noqa: ANN202
+    """The GGUF header named by --gguf (local file or URL), or None."""
+    if not args.gguf:
+        return None
+    from helpers.gguf_header import read_local, read_url
 
-        header = read_url(args.gguf) if args.gguf.startswith(("http://", "https://")) else read_local(args.gguf)
-        return header.shape()
+    return read_url(args.gguf) if args.gguf.startswith(("http://", "https://")) else read_local(args.gguf)
+
+
+def _shape(args: argparse.Namespace, header=None):  # noqa: ANN001, ANN202
+    if args.gguf:
+        return (header or _header(args)).shape()
     from helpers.model_shape import from_hf_config
 
     return from_hf_config(args.config)
@@ -91,11 +97,15 @@ def _size(args: argparse.Namespace) -> None:
 
 
 def _memory(args: argparse.Namespace) -> None:
+    from helpers.cpu_buffers import CpuFeatures
     from helpers.memory import memory_breakdown
 
     gpu = None if args.gpu.lower() in ("cpu", "none") else args.gpu
-    est = memory_breakdown(_shape(args), args.quant, args.ctx, gpu, n_gpu_layers=args.ngl, kv_type=args.kv_type,
-                           n_ubatch=args.ubatch, flash_attn=not args.no_flash_attn)
+    header = _header(args)
+    est = memory_breakdown(_shape(args, header), args.quant, args.ctx, gpu, n_gpu_layers=args.ngl,
+                           kv_type=args.kv_type, n_ubatch=args.ubatch, flash_attn=not args.no_flash_attn,
+                           cpu=CpuFeatures.named(args.cpu),
+                           tensor_order=header.tensor_names() if header is not None else None)
     result = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in est.to_dict().items()}
     if args.json:
         print(json.dumps(result, indent=2))
@@ -103,13 +113,15 @@ def _memory(args: argparse.Namespace) -> None:
         where = est.gpu or "CPU"
         print(f"{where}: model {est.gpu_model_mib:,.0f} + context {est.context_mib:,.0f} + compute "
               f"{est.compute_mib:,.0f} + CUDA {est.overhead_mib:,.0f} = {est.total_gpu_mib:,.0f} MiB "
-              f"(host model {est.host_model_mib:,.0f} MiB); fits: {est.fits}")
+              f"(host model {est.host_model_mib:,.0f} MiB"
+              + "".join(f", {name} {mib:,.1f} MiB" for name, mib in est.extra_buffers_mib.items())
+              + f"); fits: {est.fits}")
 
 
 def _doctor(args: argparse.Namespace) -> None:
-    from helpers.doctor import report, run_checks
+    from helpers.doctor import modal_checks, report, run_checks
 
-    checks = run_checks(network=not args.offline)
+    checks = modal_checks() if args.modal else run_checks(network=not args.offline)
     print(report(checks))
     if any(c.status == "fail" for c in checks):
         raise SystemExit(1)
@@ -195,10 +207,14 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--ngl", type=int, default=None, help="layers on the GPU (default: all)")
     m.add_argument("--ubatch", type=int, default=512)
     m.add_argument("--no-flash-attn", action="store_true")
+    m.add_argument("--cpu", choices=["this", "none", "avx2", "avx512", "amx"], default="this",
+                   help="which CPU repacks weights kept on the host (default: this machine's)")
     m.set_defaults(func=_memory)
 
     doc = sub.add_parser("doctor", help="check the environment")
     doc.add_argument("--offline", action="store_true", help="skip the Hub reachability check")
+    doc.add_argument("--modal", action="store_true",
+                     help="only what running the notebooks on Modal needs: token, key, model in the volume, server")
     doc.set_defaults(func=_doctor)
 
     bn = sub.add_parser("bench", help="concurrency sweep against a server")

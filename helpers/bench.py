@@ -329,7 +329,7 @@ def cost_per_million_tokens(gpu: str, tokens_per_s: float) -> float:
 
 def target_table(runs: Any, llama_bench_tg: float, tuned: tuple[str, ...] = ("np8-fa-bs", "np32-fa-bs"),
                  baseline: str = "defaults-np8") -> Any:
-    """The issue's targets against the recorded runs (medians over repeats)."""
+    """The performance targets against the recorded runs (medians over repeats)."""
     import pandas as pd
 
     s = summarize(runs)

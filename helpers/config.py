@@ -85,8 +85,9 @@ MODAL_GPU_ARCHITECTURES = {
     "A100-80GB": "80", "RTX-PRO-6000": "120", "H100": "90", "H100!": "90", "H200": "90", "B200": "100",
     "B200+": "100;103",
 }
-#: More than 8 GPUs in one container is not offered by Modal.
+#: GPUs one container can have: 8, and 4 of the A10 (modal.com/docs/guide/gpu).
 MAX_GPUS_PER_CONTAINER = 8
+MAX_GPUS = {"A10": 4, "A10G": 4}
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,9 @@ def parse_modal_gpu(value: str) -> ModalGpu:
                          "(optionally with a count, e.g. H100:2)")
     count = 1
     if count_text:
-        if not count_text.strip().isdigit() or not 1 <= int(count_text) <= MAX_GPUS_PER_CONTAINER:
-            raise ValueError(f"GPU count in {text!r} must be a whole number from 1 to {MAX_GPUS_PER_CONTAINER}")
+        most = MAX_GPUS.get(gpu_type, MAX_GPUS_PER_CONTAINER)
+        if not count_text.strip().isdigit() or not 1 <= int(count_text) <= most:
+            raise ValueError(f"GPU count in {text!r} must be a whole number from 1 to {most}")
         count = int(count_text)
     return ModalGpu(gpu_type, count)
 

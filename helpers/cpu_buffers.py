@@ -79,6 +79,21 @@ class CpuFeatures:
         return cls(name=name, x86=True, avx2="avx2" in flags, avx512=avx512, amx=amx)
 
 
+    @classmethod
+    def named(cls, name: str) -> CpuFeatures:
+        """``this`` (this machine), ``none`` (no extra buffers), or an x86 level: ``avx2``, ``avx512``, ``amx``."""
+        levels = {"avx2": cls("x86-64 with AVX2", x86=True, avx2=True),
+                  "avx512": cls("x86-64 with AVX-512", x86=True, avx2=True, avx512=True),
+                  "amx": cls("x86-64 with AMX", x86=True, avx2=True, avx512=True, amx=True)}
+        if name == "this":
+            return cls.detect()
+        if name == "none":
+            return PLAIN_CPU
+        if name not in levels:
+            raise ValueError(f"unknown CPU {name!r}; choose this, none, avx2, avx512 or amx")
+        return levels[name]
+
+
 #: A CPU for which llama.cpp makes no extra buffer: every weight stays mapped from the file.
 PLAIN_CPU = CpuFeatures(name="no extra buffers")
 

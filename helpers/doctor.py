@@ -8,6 +8,7 @@ exit non-zero. Modal, the Hub and a GPU are optional: without them the local bac
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -44,10 +45,12 @@ def run_checks(network: bool = True) -> list[Check]:
         checks.append(Check(f"tool {tool}", "ok" if found else "fail", found or "not on PATH",
                             "" if found else "apt-get install build-essential cmake (macOS: xcode-select --install; "
                             "brew install cmake)"))
+    override = os.environ.get("LLAMACPP_COURSE_BIN")
     spec = llamacpp.BuildSpec.local()
-    built = llamacpp.is_built(spec)
+    built = bool(override) or llamacpp.is_built(spec)
+    where = f"{override} ($LLAMACPP_COURSE_BIN)" if override else str(llamacpp.bin_dir(spec))
     checks.append(Check("llama.cpp build", "ok" if built else "fail",
-                        str(llamacpp.bin_dir(spec)) if built else f"not built yet ({spec.key()})",
+                        where if built else f"not built yet ({spec.key()})",
                         "" if built else "run `make llama` (about 6 minutes on 2 cores, once)"))
     checks.append(smoke_test() if built else Check("quantized generation", "fail", "skipped: llama.cpp is not built",
                                                    "run `make llama` first"))
@@ -57,8 +60,7 @@ def run_checks(network: bool = True) -> list[Check]:
     token = modal_token_configured()
     checks.append(Check("Modal token", "ok" if token else "warn", "configured" if token else "not configured",
                         "" if token else "optional: `modal setup` to run the notebooks on Modal GPUs"))
-    import os
-
+    checks.append(_deploy_settings_check())
     key = bool(os.environ.get(API_KEY_ENV))
     checks.append(Check("server API key", "ok" if key else "warn", "set" if key else f"${API_KEY_ENV} not set",
                         "" if key else "needed to call a deployed server: see README, 'Run it on Modal'"))
@@ -71,6 +73,57 @@ def run_checks(network: bool = True) -> list[Check]:
     return checks
 
 
+def _deploy_settings_check() -> Check:
+    from helpers.modal_settings import ModalSettings
+
+    try:
+        settings = ModalSettings.from_env()
+    except ValueError as exc:
+        return Check("Modal deploy settings", "fail", str(exc), "fix or unset that LLAMACPP_COURSE_* variable")
+    return Check("Modal deploy settings", "ok", f"GPU {settings.gpu.spec}, model {settings.repo} {settings.quant}")
+
+
+def modal_checks() -> list[Check]:
+    """What running the notebooks on Modal needs, checked before anything is billed.
+
+    Looking up the deployed server and the volume are free API calls; nothing starts.
+    """
+    from helpers import config
+    from helpers.backend import modal_token_configured
+
+    checks = [_deploy_settings_check()]
+    if not modal_token_configured():
+        return checks + [Check("Modal token", "fail", "not configured", "run `modal setup`")]
+    checks.append(Check("Modal token", "ok", "configured"))
+    key = bool(os.environ.get(config.API_KEY_ENV))
+    checks.append(Check("server API key", "ok" if key else "fail", "set" if key else f"${config.API_KEY_ENV} not set",
+                        "" if key else f"export {config.API_KEY_ENV}=<the value in the '{config.API_KEY_SECRET}' "
+                                       "Modal secret>"))
+    if checks[0].status != "ok":
+        return checks
+    import modal
+
+    from helpers.modal_common import SETTINGS, model_subdir
+
+    try:
+        files = [e.path for e in modal.Volume.from_name(config.MODEL_VOLUME).listdir(model_subdir(SETTINGS.repo))]
+        from helpers.hub import select_gguf_files
+
+        found = select_gguf_files([os.path.basename(f) for f in files], SETTINGS.quant)[0]
+        checks.append(Check("model in the volume", "ok", f"{config.MODEL_VOLUME}: {found}"))
+    except Exception as exc:  # noqa: BLE001 - any failure means: not there (yet)
+        checks.append(Check("model in the volume", "fail", f"{SETTINGS.repo} {SETTINGS.quant}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                            "modal run -m helpers.modal_download"))
+    try:
+        url = modal.Function.from_name(config.MODAL_SERVER_APP, "serve").get_web_url()
+        checks.append(Check("deployed server", "ok", url))
+    except Exception as exc:  # noqa: BLE001
+        checks.append(Check("deployed server", "fail", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                            "modal deploy -m helpers.modal_server"))
+    return checks
+
+
 def smoke_test(n_predict: int = 4) -> Check:
     """Quantize the tiny synthetic model (Q4_K_M) and generate a few tokens on this machine.
 
@@ -78,6 +131,7 @@ def smoke_test(n_predict: int = 4) -> Check:
     their weights for special kernels (AMX, AVX2/AVX-512) — so this catches a build that
     loads but cannot run the models the course uses.
     """
+    from helpers import config
     from helpers.cpu_buffers import CpuFeatures
     from helpers.errors import CourseError
     from helpers.runtime import run_completion
@@ -92,9 +146,9 @@ def smoke_test(n_predict: int = 4) -> Check:
         why = "llama.cpp crashed" if crashed else "llama.cpp failed"
         return Check("quantized generation", "fail", f"{why} on a Q4_K_M model ({cpu}): "
                      f"{str(exc).splitlines()[0]}",
-                     "rebuild with `rm -rf ~/.cache/llamacpp-course/bin && make llama` (the course patches "
-                     "llama.cpp for known CPU issues); if it persists, add --no-repack to llama.cpp's arguments "
-                     "and report the CPU model")
+                     f"rebuild with `rm -rf {config.cache_dir() / 'bin'} && make llama` (the course patches "
+                     "llama.cpp for known CPU issues); if it persists, run without repacked weights: "
+                     "`python -m helpers complete --model M --prompt P -- --no-repack`, and report the CPU model")
     tps = result.perf.eval_tokens_per_s if result.perf else None
     return Check("quantized generation", "ok", f"Q4_K_M, {n_predict} tokens"
                  + (f" at {tps:,.0f} tokens/s" if tps else "") + f" ({cpu})")

@@ -223,7 +223,7 @@ def source_fetch_script(dest: str, work: str = "/tmp/sdist") -> list[str]:
     """
     parent = dest.rstrip("/").rsplit("/", 1)[0] or "/"
     return [
-        f"python3 -m pip download --no-binary :all: --no-deps -d {work} "
+        f"python3 -m pip download --no-cache-dir --no-binary :all: --no-deps -d {work} "
         f"llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION}",
         f"echo '{LLAMA_CPP_SDIST_SHA256}  {work}/{LLAMA_CPP_SDIST_NAME}' | sha256sum -c -",
         f"mkdir -p {parent} && tar -xzf {work}/{LLAMA_CPP_SDIST_NAME} -C {work} {_SDIST_PREFIX.rstrip('/')}",

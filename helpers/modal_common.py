@@ -26,8 +26,12 @@ from helpers.modal_settings import ModalSettings
 
 MINUTES = 60
 #: Read once, here, from the deploying machine's environment — and, inside a container, from
-#: the ENV lines the images below carry, so both sides agree.
-SETTINGS = ModalSettings.from_env()
+#: the ENV lines the images below carry, so both sides agree. A bad value stops `modal run` /
+#: `modal deploy` with one line that names the variable, before anything is built.
+try:
+    SETTINGS = ModalSettings.from_env()
+except ValueError as exc:
+    raise SystemExit(f"error: {exc}") from None
 
 HUB_PACKAGES = ("huggingface-hub>=0.34",)
 #: Compilers and cmake for the build; OpenSSL so llama.cpp's HTTPS client works as it does

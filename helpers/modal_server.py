@@ -47,9 +47,10 @@ secrets = [] if SETTINGS.public else [
     modal.Secret.from_name(config.API_KEY_SECRET, required_keys=[config.API_KEY_ENV])]
 
 
-def container_settings(model_path: str, api_key: str | None, port: int = PORT) -> ServerSettings:
+def container_settings(model_path: str, api_key: str | None, port: int = PORT, host: str = "0.0.0.0"
+                       ) -> ServerSettings:
     """The llama-server settings ``serve`` uses: the course's, on every interface of the container."""
-    return course_server_settings(model_path, api_key, host="0.0.0.0", port=port,
+    return course_server_settings(model_path, api_key, host=host, port=port,
                                   backend_sampling=SETTINGS.backend_sampling)
 
 
@@ -64,18 +65,19 @@ def _stop_container(returncode: int | None) -> None:
     os._exit(1)
 
 
-def start_llama_server(model_dir: str = config.MODEL_DIR, *, port: int = PORT,
+def start_llama_server(model_dir: str = config.MODEL_DIR, *, port: int = PORT, host: str = "0.0.0.0",
                        on_exit: Callable[[int | None], None] = _stop_container) -> subprocess.Popen:
     """Check the key, find the model in the volume, start llama-server and watch it.
 
-    This is the body of ``serve``; as a plain function it also runs outside a container.
+    This is the body of ``serve``; as a plain function it also runs outside a container
+    (``host="127.0.0.1"`` keeps it off the network there).
     """
     api_key = os.environ.get(config.API_KEY_ENV)
     if not api_key and not SETTINGS.public:
         raise RuntimeError(f"no {config.API_KEY_ENV}: create the '{config.API_KEY_SECRET}' secret (see the module "
                            "docstring) or deploy with LLAMACPP_COURSE_PUBLIC=1 to serve without a key")
     model_path = find_model_file(model_dir, SETTINGS.repo, SETTINGS.quant)
-    settings = container_settings(model_path, api_key, port)
+    settings = container_settings(model_path, api_key, port, host)
     # Output goes to the container log (modal app logs llamacpp-server).
     proc = process.spawn(server_args(llamacpp.binary("llama-server"), settings), env=server_env(settings),
                          stdout=None, stderr=None)

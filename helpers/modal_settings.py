@@ -64,9 +64,15 @@ class ModalSettings:
         from helpers.hub import parse_repo_id
 
         env = os.environ if env is None else env
-        gpu = config.parse_modal_gpu(env.get(PREFIX + "GPU") or config.DEFAULT_GPU)
+        try:
+            gpu = config.parse_modal_gpu(env.get(PREFIX + "GPU") or config.DEFAULT_GPU)
+        except ValueError as exc:
+            raise ValueError(f"${PREFIX}GPU: {exc}") from None
         repo = env.get(PREFIX + "REPO") or config.DEFAULT_HF_REPO
-        parse_repo_id(repo)
+        try:
+            parse_repo_id(repo)
+        except ValueError as exc:
+            raise ValueError(f"${PREFIX}REPO: {exc}") from None
         quant = (env.get(PREFIX + "QUANT") or config.DEFAULT_QUANT).strip()
         if not re.fullmatch(r"[A-Za-z0-9_]+", quant):
             raise ValueError(f"${PREFIX}QUANT={quant!r} is not a quantization name such as Q5_K_M")

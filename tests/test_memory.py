@@ -103,6 +103,22 @@ def test_cpu_weight_buffers_match_llama_cpp(llama_bin, quant_sources, name, quan
     assert _model_buffers(parse_buffer_sizes(out.stderr)) == pytest.approx(predicted, abs=0.01)
 
 
+def test_amx_buffers_as_measured_on_an_amx_cpu(tiny_model, tmp_path):
+    """On a machine without AMX too: the AMX prediction against llama.cpp's lines from an AMX host."""
+    import json
+    import sys
+
+    from helpers.quant import quantize
+
+    path = quantize(str(tiny_model), str(tmp_path / "tiny-Q4_K_M.gguf"), "Q4_K_M")
+    out = subprocess.run([sys.executable, "-m", "helpers", "memory", "--gguf", path, "--quant", "Q4_K_M",
+                          "--gpu", "cpu", "--ctx", "512", "--cpu", "amx", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    est = json.loads(out.stdout)
+    printed = _model_buffers(parse_buffer_sizes((DATA / "amx_cpu_suite" / "buffers_tiny_q4_k_m.log").read_text()))
+    assert printed == pytest.approx({"CPU_Mapped": est["host_model_mib"], **est["extra_buffers_mib"]}, abs=0.01)
+
+
 def test_extra_buffer_rules():
     """Which weights each kind of CPU repacks, and what AMX's layout adds."""
     plain = CpuFeatures.detect("flags : fpu sse2")

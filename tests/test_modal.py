@@ -174,7 +174,8 @@ def test_gpu_types_follow_modal(tmp_path):
     assert config.parse_modal_gpu("B200+:2").spec == "B200+:2"
     assert config.parse_modal_gpu("b200+").cuda_architectures == "100;103"  # may land on a B300
     assert config.parse_modal_gpu("RTX-PRO-6000").cuda_architectures == "120"
-    for bad, message in (("RTX", "not a Modal GPU type"), ("L4:0", "from 1 to 8"), ("L4:x", "from 1 to 8")):
+    for bad, message in (("RTX", "not a Modal GPU type"), ("L4:0", "from 1 to 8"), ("L4:x", "from 1 to 8"),
+                         ("a10:8", "from 1 to 4")):
         with pytest.raises(ValueError, match=message):
             config.parse_modal_gpu(bad)
     plan = compute_plan(_clean_env(LLAMACPP_COURSE_GPU="B200+"))
@@ -182,7 +183,10 @@ def test_gpu_types_follow_modal(tmp_path):
     assert "'-DCMAKE_CUDA_ARCHITECTURES=100;103'" in build  # quoted: a bare ';' would end the shell command
     bad = subprocess.run([sys.executable, "-m", "helpers", "modal-plan"], env=_clean_env(LLAMACPP_COURSE_GPU="RTX"),
                          capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "is not a Modal GPU type; choose one of T4, L4" in bad.stderr
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    choices = ", ".join(config.MODAL_GPU_ARCHITECTURES)
+    assert bad.stderr.strip() == (f"error: $LLAMACPP_COURSE_GPU: 'RTX' is not a Modal GPU type; choose one of "
+                                  f"{choices} (optionally with a count, e.g. H100:2)")
 
 
 def test_stop_command_confirms_without_a_terminal():

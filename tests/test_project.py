@@ -49,11 +49,20 @@ def test_modal_is_pinned_to_the_tested_range():
 
 
 def test_make_test_is_hermetic():
-    """`make test` uses the local backend and the CPU build whatever token or GPU the machine has."""
-    out = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    """`make test` uses the local backend, the CPU build and the default deploy settings, whatever is exported."""
+    import os
+
+    exported = {"LLAMACPP_COURSE_GPU": "H100", "LLAMACPP_COURSE_BACKEND_SAMPLING": "0", "LLAMACPP_COURSE_PUBLIC": "1",
+                "LLAMACPP_COURSE_BIN": "/elsewhere", "LLAMACPP_COURSE_BACKEND": "modal", "LLAMACPP_COURSE_CUDA": "1"}
+    out = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **exported}).stdout
     runs = [line for line in out.splitlines() if "-m helpers build" in line or "-m pytest" in line]
     assert len(runs) == 2, out
-    assert all("LLAMACPP_COURSE_BACKEND=local" in line and "LLAMACPP_COURSE_CUDA=0" in line for line in runs)
+    for line in runs:
+        assert "LLAMACPP_COURSE_BACKEND=local" in line and "LLAMACPP_COURSE_CUDA=0" in line
+        assert all(f"-u {name}" in line for name in ("LLAMACPP_COURSE_GPU", "LLAMACPP_COURSE_BACKEND_SAMPLING",
+                                                      "LLAMACPP_COURSE_PUBLIC", "LLAMACPP_COURSE_BIN"))
+        assert "-u LLAMACPP_COURSE_CACHE" not in line
     opt_in = subprocess.run(["make", "-n", "test-modal"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert opt_in.returncode == 0 and "LLAMACPP_COURSE_BACKEND=modal" in opt_in.stdout
 

@@ -131,7 +131,7 @@ def test_the_container_watchdog_sees_a_dead_server(tiny_model, tmp_path, monkeyp
     exited: list[int | None] = []
     done = threading.Event()
     port = free_port()
-    proc = modal_server.start_llama_server(str(tmp_path), port=port,
+    proc = modal_server.start_llama_server(str(tmp_path), port=port, host="127.0.0.1",
                                            on_exit=lambda code: (exited.append(code), done.set()))
     try:
         wait_until_ready(f"http://127.0.0.1:{port}", timeout_s=60, is_alive=lambda: proc.poll() is None)
