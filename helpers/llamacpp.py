@@ -329,9 +329,9 @@ def fetch_source(root: Path | None = None, quiet: bool = False) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     sdist = root / LLAMA_CPP_SDIST_NAME
-    if not sdist.exists() or _sha256(sdist) != LLAMA_CPP_SDIST_SHA256:
+    if not sdist.exists() or sha256_file(sdist) != LLAMA_CPP_SDIST_SHA256:
         _download_sdist(root, quiet)
-    digest = _sha256(sdist)
+    digest = sha256_file(sdist)
     if digest != LLAMA_CPP_SDIST_SHA256:
         sdist.unlink()
         raise BuildError(
@@ -375,7 +375,8 @@ def _download_sdist(root: Path, quiet: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

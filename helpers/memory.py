@@ -85,10 +85,15 @@ def estimated_header_bytes(shape: ModelShape) -> int:
     return _pad(24 + OTHER_METADATA_BYTES + tokenizer + tensor_info_bytes(shape))
 
 
-def tensor_data_bytes(shape: ModelShape, quant: str, imatrix: bool = False) -> dict[str, int]:
-    """Bytes of each tensor after quantization (unpadded)."""
+def tensor_data_bytes(shape: ModelShape, quant: str, imatrix: bool = False,
+                      types: dict[str, str] | None = None) -> dict[str, int]:
+    """Bytes of each tensor after quantization (unpadded); ``types``: the types a file already has.
+
+    Their sum is what llama.cpp prints as the model's "file size" (the weights, without the header).
+    """
     dims = dict(shape.tensors())
-    return {name: ggml_type(t).tensor_bytes(dims[name]) for name, t in tensor_types(shape, quant, imatrix).items()}
+    types = types or tensor_types(shape, quant, imatrix)
+    return {name: ggml_type(t).tensor_bytes(dims[name]) for name, t in types.items()}
 
 
 def file_size(shape: ModelShape, quant: str, imatrix: bool = False, header_bytes: int | None = None) -> int:
@@ -194,7 +199,7 @@ class MemoryEstimate:
 def memory_breakdown(shape: ModelShape, quant: str, n_ctx: int = 4096, gpu: str | None = "L4",
                      n_gpu_layers: int | None = None, kv_type: str = "f16", n_ubatch: int = 512,
                      flash_attn: bool = True, imatrix: bool = False, cpu: CpuFeatures = PLAIN_CPU,
-                     tensor_order: list[str] | None = None) -> MemoryEstimate:
+                     tensor_order: list[str] | None = None, types: dict[str, str] | None = None) -> MemoryEstimate:
     """What llama.cpp will allocate for ``shape`` in ``quant`` at ``n_ctx``.
 
     ``gpu=None`` means CPU only. ``n_gpu_layers=None`` offloads everything (``-ngl all``);
@@ -203,8 +208,10 @@ def memory_breakdown(shape: ModelShape, quant: str, n_ctx: int = 4096, gpu: str 
     kept on the host are repacked into extra buffers (:mod:`helpers.cpu_buffers`; the default
     assumes none, ``CpuFeatures.detect()`` is this machine); ``tensor_order`` is the order of
     the tensors in the file (default: convert_hf_to_gguf's), which sets the mapped span.
+    ``types`` gives every tensor's ggml type when they are known (an existing file's header),
+    instead of llama-quantize's rules for ``quant``.
     """
-    types = tensor_types(shape, quant, imatrix)
+    types = types or tensor_types(shape, quant, imatrix)
     dims = dict(shape.tensors())
     order = tensor_order or [name for name, _ in shape.tensors()]
     if gpu is None:

@@ -34,13 +34,11 @@ from helpers.logs import JsonlLog, MemoryBreakdown, PerfMetrics
 
 def check_model_file(model: str | os.PathLike[str]) -> Path:
     """Fail early, and helpfully, when a model path is wrong."""
+    from helpers.models import CHOICES
+
     path = Path(model).expanduser()
     if not path.is_file():
-        raise ModelFileNotFoundError(
-            f"model file not found: {path}. Write the offline test model with "
-            "helpers.synthetic.synthetic_model(), or download a real one with "
-            "helpers.hub.download_gguf('Qwen/Qwen3-8B-GGUF', 'Q5_K_M')."
-        )
+        raise ModelFileNotFoundError(f"model file not found: {path}. Give a .gguf file, or one of: {CHOICES}")
     return path
 
 
@@ -49,6 +47,13 @@ def default_model() -> Path:
     from helpers.synthetic import synthetic_model
 
     return synthetic_model()
+
+
+def model_path(model: str | os.PathLike[str] | None) -> Path:
+    """A model name (``smollm2``, ``synthetic``…), a path, or None (the synthetic default): the file."""
+    from helpers.models import resolve_model
+
+    return default_model() if model is None else resolve_model(model)
 
 
 @dataclass
@@ -145,7 +150,8 @@ def run_completion(
 ) -> CompletionResult:
     """Generate from ``prompt`` with llama-completion, non-interactively, and measure it.
 
-    ``model`` defaults to the synthetic offline model. ``stream=True`` prints text as it is
+    ``model`` is a model name (:mod:`helpers.models`: ``smollm2``, ``synthetic``…) or a path;
+    None means the synthetic offline model. ``stream=True`` prints text as it is
     generated (terminal or notebook); a callable receives each piece instead. Raises
     :class:`ModelFileNotFoundError` for a missing file and :class:`LlamaProcessError` (with
     the log tail) when llama.cpp fails or crashes.
@@ -155,7 +161,7 @@ def run_completion(
         ctx_size=ctx_size, n_gpu_layers=n_gpu_layers, seed=seed, temperature=temperature,
         extra_args=tuple(extra_args),
     )  # validates the arguments before anything is built or written
-    path = check_model_file(model) if model is not None else default_model()
+    path = model_path(model)
     settings = replace(settings, model=str(path))
     args = completion_args(llamacpp.binary("llama-completion"), settings)
     on_text = _stdout_writer if stream is True else (stream or None)
@@ -205,8 +211,7 @@ class LocalServer:
     def for_model(cls, model: str | os.PathLike[str] | None = None, port: int | None = None,
                   **settings: Any) -> LocalServer:
         """Settings from keywords; ``port=None`` picks a free port."""
-        path = check_model_file(model) if model is not None else default_model()
-        return cls(ServerSettings(model=str(path), port=port or process.free_port(), **settings))
+        return cls(ServerSettings(model=str(model_path(model)), port=port or process.free_port(), **settings))
 
     @property
     def base_url(self) -> str:
@@ -272,3 +277,55 @@ class LocalServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def serve_foreground(model: str | os.PathLike[str] = "smollm2", *, port: int = 8080, parallel: int | None = None,
+                     api_key_env: str | None = None, host: str = "127.0.0.1") -> int:
+    """``python -m helpers serve``: a llama-server with the course's settings, until Ctrl-C or SIGTERM.
+
+    The same settings as the Modal server (:mod:`helpers.server_config`), on this machine. Both
+    signals end in the ``with`` block's exit, which stops llama-server's whole process group.
+    """
+    import signal
+
+    from helpers.client import http_get
+    from helpers.server_config import course_server_settings
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise ValueError(f"${api_key_env} is empty: export the key there first, or leave out --api-key-env")
+    from helpers.models import model_alias
+
+    path = model_path(model)
+    overrides = {"parallel": parallel} if parallel is not None else {}
+    settings = course_server_settings(str(path), api_key, host=host, port=port, alias=model_alias(path), **overrides)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    server = LocalServer(settings)
+    try:
+        with server:
+            ui = http_get(server.base_url + "/")[0] == 200
+            print(f"llama-server is ready: {Path(settings.model).name}, {settings.parallel} slots x "
+                  f"{settings.ctx_per_slot:,} tokens", flush=True)
+            print(f"  web UI      {server.base_url}/" + ("" if ui else "  (not in this build: the API only)"))
+            print(f"  OpenAI API  {server.openai_base_url}  (model {settings.model_name!r}"
+                  + (f", key from ${api_key_env})" if api_key else ", no key)"))
+            print(f"  log         {server.log_path}")
+            print("Press Ctrl-C (or send SIGTERM) to stop it.", flush=True)
+            while server.running:
+                time.sleep(0.2)
+            print(f"llama-server exited with {process.describe_exit(server.proc.returncode)}:\n{server.log_tail()}",
+                  file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        print("stopping llama-server…", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if not server.running:
+            print("stopped.", flush=True)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from helpers import backend, config
-from helpers.client import stream_chat
+from helpers.client import http_get, stream_chat
 from helpers.doctor import report, run_checks
 from helpers.results import load_records, save_record
 
@@ -40,8 +40,9 @@ def test_bad_choices(no_modal):
 
 
 def test_local_inference_writes_a_record(no_modal, llama_bin):
-    record = backend.run_inference("Records", n_predict=6, stream=False)
+    record = backend.run_inference("Records", n_predict=6, stream=False, local_model="synthetic")
     assert record["backend"] == "local" and record["perf"]["eval_tokens"] == 5 and record["prompt"] == "Records"
+    assert record["quant"] == "F16" and record["model"].startswith("synthetic-qwen3-tiny-F16-")
     stored = json.loads((config.results_dir() / f"{record['id']}.json").read_text())
     assert stored == json.loads(json.dumps(record))  # what was returned is what was stored
 
@@ -65,10 +66,12 @@ def test_modal_serve_needs_the_key_before_anything_else(no_modal, monkeypatch):
 
 @pytest.mark.usefixtures("no_orphans")
 def test_local_serve_uses_the_course_server_settings(no_modal):
-    with backend.serve() as endpoint:
-        assert endpoint.backend == "local" and endpoint.model == "qwen3-8b"
+    with backend.serve(model="synthetic") as endpoint:
+        assert endpoint.backend == "local" and endpoint.model == "synthetic-qwen3"
         reply = stream_chat(endpoint.client(), "Hello", max_tokens=8, thinking=False)
         assert reply.completion_tokens == 8 and reply.content
+        props = json.loads(http_get(endpoint.base_url + "/props")[1])
+        assert props["total_slots"] == 8 and props["default_generation_settings"]["n_ctx"] == 8192
 
 
 def test_doctor_reports_what_to_fix(llama_bin):

@@ -76,7 +76,9 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     (["complete", "--prompt", ""], "prompt is empty"),
     (["complete", "--prompt", "Hi", "-n", "-5"], "n_predict must be -1"),
     (["complete", "--prompt", "Hi", "--model", "/nonexistent/x.gguf"], "model file not found"),
-    (["demo", "--repo", "not-a-repo-id"], "org/name"),
+    (["demo", "--model", "not-a-model"], "unknown model 'not-a-model': choose smollm2, synthetic"),
+    (["complete", "--prompt", "Hi", "--model", "Qwen//Qwen3:Q5_K_M"], "org/name"),
+    (["serve", "--api-key-env", "COURSE_TEST_EMPTY"], "$COURSE_TEST_EMPTY is empty"),
 ])
 def test_cli_bad_input_is_a_clear_error(args, message):
     out = _cli(*args)
@@ -88,6 +90,6 @@ def test_cli_bad_input_is_a_clear_error(args, message):
 def test_demo_end_to_end(llama_bin):
     out = _cli("demo", "-n", "16")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for needle in ("llama-completion (one shot)", "decode       15 tokens", "Host", "llama-server   ready",
-                   "chat (thinking on )", "chat (thinking off)", "server stopped: yes"):
+    for needle in ("llama-completion (one shot)", "text         The capital of France is Paris", "Host",
+                   "llama-server   ready", "  chat         first token", "server stopped: yes"):
         assert needle in out.stdout, needle
