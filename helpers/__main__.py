@@ -30,8 +30,10 @@ def _build(args: argparse.Namespace) -> None:
     from helpers import llamacpp
 
     cuda = {"auto": None, "on": True, "off": False}[args.cuda]
-    path = llamacpp.build(llamacpp.BuildSpec.local(cuda=cuda), jobs=args.jobs)
-    print(path)
+    spec = llamacpp.BuildSpec.local(cuda=cuda)
+    if args.rebuild:
+        llamacpp.forget(spec)
+    print(llamacpp.build(spec, jobs=args.jobs))
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -181,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build llama.cpp (cached by commit and flags)")
     b.add_argument("--cuda", choices=["auto", "on", "off"], default="auto")
     b.add_argument("--jobs", type=int, default=None)
+    b.add_argument("--rebuild", action="store_true",
+                   help="build again even if cached (e.g. once Node.js is available for the web UI)")
     b.set_defaults(func=_build)
 
     s = sub.add_parser("synth", help="write a synthetic Qwen3 GGUF")

@@ -163,7 +163,6 @@ def cmake_definitions(
     cuda: bool = False,
     cuda_architectures: str | None = None,
     portable: bool = False,
-    prebuilt_web_ui: bool = False,
 ) -> dict[str, str]:
     """The ``-D`` definitions for one build, as plain data.
 
@@ -173,13 +172,12 @@ def cmake_definitions(
       leaving them out keeps configure quick.
     * ``LLAMA_BUILD_COMMIT``/``LLAMA_BUILD_NUMBER``: the sdist is not a git checkout, so
       llama.cpp cannot find its own version; we tell it, so ``--version`` and logs name the
-      pin (``b11312-0c1e570``) and the web UI download picks the matching bundle.
+      pin (``b11312-0c1e570``).
+    * ``LLAMA_USE_PREBUILT_UI=OFF``: llama-server's web UI is built from the pinned source by
+      :mod:`helpers.webui` (also in the Modal image) instead of downloaded at build time.
     * ``cuda``: ``GGML_CUDA=ON``. ``portable`` turns ``GGML_NATIVE`` off, which an image
       built on one machine and run on another needs; ``cuda_architectures`` pins the GPU
       generation (89 = Ada, the L4).
-    * ``prebuilt_web_ui``: llama-server embeds its web UI by downloading a prebuilt bundle
-      at build time. Offline that download cannot work, so local builds skip it (the
-      server still serves the API); the Modal image, which has a network, turns it on.
 
     Everything else is left to llama.cpp's platform defaults (e.g. Metal on a Mac).
     """
@@ -191,7 +189,7 @@ def cmake_definitions(
         "LLAMA_BUILD_APP": "OFF",
         "LLAMA_BUILD_COMMIT": LLAMA_CPP_COMMIT[:7],
         "LLAMA_BUILD_NUMBER": str(LLAMA_CPP_BUILD_NUMBER),
-        "LLAMA_USE_PREBUILT_UI": "ON" if prebuilt_web_ui else "OFF",
+        "LLAMA_USE_PREBUILT_UI": "OFF",
     }
     if cuda:
         defs["GGML_CUDA"] = "ON"
@@ -247,16 +245,18 @@ IMAGE_BUILD_JOBS = 8
 def image_build_steps(cuda_architectures: str) -> list[str]:
     """The shell steps that build llama.cpp with CUDA inside the Modal inference image.
 
-    Same source, patches, flags and targets as the local build, plus ``GGML_CUDA=ON``, the
-    GPU architectures and ``GGML_NATIVE=OFF`` (the image is built on one machine and runs on
-    another), and the prebuilt web UI (the image build has a network). The last step removes
-    the sdist, the source and the build tree.
+    Same source, patches, web UI build, flags and targets as the local build, plus
+    ``GGML_CUDA=ON``, the GPU architectures and ``GGML_NATIVE=OFF`` (the image is built on one
+    machine and runs on another). The last step removes the sdist, the UI's node_modules, the
+    source and the build tree.
     """
     work = IMAGE_WORK_DIR
     source, build = f"{work}/src", f"{work}/build"
-    defs = cmake_definitions(cuda=True, cuda_architectures=cuda_architectures, portable=True, prebuilt_web_ui=True)
+    from helpers.webui import image_steps
+
+    defs = cmake_definitions(cuda=True, cuda_architectures=cuda_architectures, portable=True)
     binaries = " ".join(f"{build}/bin/{t}" for t in BUILD_TARGETS)
-    return source_fetch_script(source, work=f"{work}/sdist") + [
+    return source_fetch_script(source, work=f"{work}/sdist") + image_steps(source, f"{work}/ui") + [
         shlex.join(configure_command(source, build, defs)),
         shlex.join(build_command(build, BUILD_TARGETS, jobs=IMAGE_BUILD_JOBS)),
         f"mkdir -p {IMAGE_BIN_DIR} && cp {binaries} {IMAGE_BIN_DIR}/",
@@ -310,7 +310,7 @@ class BuildSpec:
 
     def key(self) -> str:
         blob = json.dumps({"defs": self.defs, "targets": self.targets, "machine": platform.machine(),
-                           "patches": patches_digest()})
+                           "patches": patches_digest(), "web_ui": "npm build of tools/ui"})
         digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
         return f"{LLAMA_CPP_COMMIT[:12]}-{'cuda' if self.cuda else 'cpu'}-{digest}"
 
@@ -419,6 +419,13 @@ def binary(name: str, spec: BuildSpec | None = None, build_if_missing: bool = Tr
     return bin_dir(spec) / name
 
 
+def forget(spec: BuildSpec) -> None:
+    """Drop the cached binaries and build tree of ``spec`` (the next :func:`build` starts over)."""
+    with _lock(spec.key()):
+        for folder in (bin_dir(spec), cache_dir() / "build" / spec.key()):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _lock(name: str) -> Iterator[None]:
     """An exclusive file lock, so two processes never build into the same folder."""
@@ -454,6 +461,11 @@ def build(spec: BuildSpec | None = None, jobs: int | None = None, progress: bool
         if is_built(spec):
             return bin_dir(spec)
         source = fetch_source(quiet=not progress)
+        from helpers import webui
+
+        dist = webui.build_ui(source, progress=progress)
+        if dist is not None:
+            webui.place_in_tree(dist, source)
         build_tree = cache_dir() / "build" / spec.key()
         build_tree.mkdir(parents=True, exist_ok=True)
         log_path = build_tree / "build.log"
@@ -478,6 +490,7 @@ def build(spec: BuildSpec | None = None, jobs: int | None = None, progress: bool
                 "defs": dict(spec.defs),
                 "targets": list(spec.targets),
                 "build_seconds": round(seconds, 1),
+                "web_ui": (source / "tools" / "ui" / "dist" / "index.html").exists(),
             }, indent=2))
             if final.exists():
                 shutil.rmtree(final)

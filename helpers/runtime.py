@@ -309,7 +309,7 @@ def serve_foreground(model: str | os.PathLike[str] = "smollm2", *, port: int = 8
     server = LocalServer(settings)
     try:
         with server:
-            ui = http_get(server.base_url + "/")[0] == 200
+            ui = http_get(server.base_url + "/", headers={"Accept-Encoding": "gzip"})[0] == 200
             print(f"llama-server is ready: {Path(settings.model).name}, {settings.parallel} slots x "
                   f"{settings.ctx_per_slot:,} tokens", flush=True)
             print(f"  web UI      {server.base_url}/" + ("" if ui else "  (not in this build: the API only)"))

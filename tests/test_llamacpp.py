@@ -25,9 +25,8 @@ def test_cmake_definitions_local_and_image():
     assert local["LLAMA_BUILD_COMMIT"] == config.LLAMA_CPP_COMMIT[:7]
     assert local["LLAMA_USE_PREBUILT_UI"] == "OFF"
     assert "GGML_CUDA" not in local and "GGML_NATIVE" not in local  # platform defaults kept
-    image = llamacpp.cmake_definitions(cuda=True, cuda_architectures="89", portable=True, prebuilt_web_ui=True)
-    assert image == {**local, "GGML_CUDA": "ON", "GGML_NATIVE": "OFF", "CMAKE_CUDA_ARCHITECTURES": "89",
-                     "LLAMA_USE_PREBUILT_UI": "ON"}
+    image = llamacpp.cmake_definitions(cuda=True, cuda_architectures="89", portable=True)
+    assert image == {**local, "GGML_CUDA": "ON", "GGML_NATIVE": "OFF", "CMAKE_CUDA_ARCHITECTURES": "89"}
 
 
 def test_commands_are_plain_argument_lists():
