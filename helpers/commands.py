@@ -111,9 +111,13 @@ class ServerSettings:
     alias: str | None = None
     api_key: str | None = field(default=None, repr=False)
     threads: int | None = None
+    #: Tokens a reply may have when its request sets no ``max_tokens`` (None: until the context is full).
+    max_tokens: int | None = None
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1..65535, got {self.port}")
         if self.parallel < 1:
@@ -147,6 +151,8 @@ def server_args(binary: str | os.PathLike[str], s: ServerSettings) -> list[str]:
     ]
     if s.threads is not None:
         args += ["--threads", str(s.threads)]
+    if s.max_tokens is not None:
+        args += ["--n-predict", str(s.max_tokens)]
     return args + list(s.extra_args)
 
 

@@ -134,7 +134,7 @@ def download_gguf(
             raise
         raise ConnectionError(
             f"could not reach the Hugging Face Hub to list {repo_id} ({exc.__class__.__name__}: {exc}). "
-            "Offline? The course's local backend works without the Hub: use the synthetic model."
+            "Offline? The course's local backend works without the Hub: use --model smollm2 or --model synthetic."
         ) from exc
     selected = select_gguf_files(files, quant)
     snapshot_download(repo_id, revision=revision, local_dir=target, allow_patterns=selected, token=token)

@@ -357,7 +357,7 @@ def fetch_source(root: Path | None = None, quiet: bool = False) -> Path:
 def _download_sdist(root: Path, quiet: bool) -> None:
     if not quiet:
         print(f"Downloading llama-cpp-python=={LLAMA_CPP_PYTHON_VERSION} sdist from PyPI "
-              f"(llama.cpp {LLAMA_CPP_COMMIT[:7]}, ~77 MB)…", flush=True)
+              f"(llama.cpp {LLAMA_CPP_COMMIT[:7]}, ~77 MB)…", file=sys.stderr, flush=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
     try:
         cmd = [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
@@ -421,13 +421,13 @@ def binary(name: str, spec: BuildSpec | None = None, build_if_missing: bool = Tr
 
 def forget(spec: BuildSpec) -> None:
     """Drop the cached binaries and build tree of ``spec`` (the next :func:`build` starts over)."""
-    with _lock(spec.key()):
+    with cache_lock(spec.key()):
         for folder in (bin_dir(spec), cache_dir() / "build" / spec.key()):
             shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def _lock(name: str) -> Iterator[None]:
+def cache_lock(name: str) -> Iterator[None]:
     """An exclusive file lock, so two processes never build into the same folder."""
     lock_dir = cache_dir() / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -457,7 +457,7 @@ def build(spec: BuildSpec | None = None, jobs: int | None = None, progress: bool
         if not shutil.which(tool):
             raise BuildError(f"`{tool}` is not on PATH. Install it (Debian/Ubuntu: apt-get install "
                              "cmake build-essential; macOS: xcode-select --install && brew install cmake).")
-    with _lock(spec.key()):
+    with cache_lock(spec.key()):
         if is_built(spec):
             return bin_dir(spec)
         source = fetch_source(quiet=not progress)
@@ -498,7 +498,7 @@ def build(spec: BuildSpec | None = None, jobs: int | None = None, progress: bool
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if progress:
-            print(f"llama.cpp {LLAMA_CPP_COMMIT[:7]} built in {seconds:.0f} s → {final}", flush=True)
+            print(f"llama.cpp {LLAMA_CPP_COMMIT[:7]} built in {seconds:.0f} s → {final}", file=sys.stderr, flush=True)
         return final
 
 

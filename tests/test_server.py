@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import time
 
 import openai
 import pytest
@@ -148,3 +151,42 @@ def test_the_container_refuses_to_start_without_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("LLAMA_API_KEY", raising=False)
     with pytest.raises(RuntimeError, match="no LLAMA_API_KEY: create the 'llamacpp-api-key' secret"):
         modal_server.start_llama_server(str(tmp_path), port=free_port(), on_exit=lambda code: None)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_cleanly_even_when_signalled_twice_mid_stream(sig):
+    """`python -m helpers serve`: a second Ctrl-C while llama-server is busy must not leave it running."""
+    import subprocess
+    import sys
+    import threading
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "helpers", "serve", "--model", "synthetic", "--port", str(port),
+                             "--parallel", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}", timeout_s=60, is_alive=lambda: proc.poll() is None)
+        import openai
+
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        streaming = threading.Thread(target=lambda: _drain(client), daemon=True)
+        streaming.start()
+        time.sleep(0.5)  # mid-stream
+        proc.send_signal(sig)
+        time.sleep(0.05)
+        proc.send_signal(sig)
+        output = proc.communicate(timeout=30)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, output
+    assert output.rstrip().endswith("stopped."), output
+
+
+def _drain(client) -> None:  # noqa: ANN001
+    try:
+        for _ in client.chat.completions.create(model="synthetic-qwen3", stream=True, max_tokens=100_000,
+                                                messages=[{"role": "user", "content": "Go on."}]):
+            pass
+    except Exception:  # noqa: BLE001 - the server goes away under it, on purpose
+        pass

