@@ -154,12 +154,8 @@ def serve(backend: str | None = None, api_key: str | None = None, model: str = L
         ready = wait_until_ready(url, timeout_s=15 * 60, api_key=key)
         yield Endpoint("modal", url, key, MODEL_ALIAS, ready)
         return
-    from helpers.models import model_alias
-    from helpers.process import free_port
-    from helpers.runtime import LocalServer, model_path
-    from helpers.server_config import course_server_settings
+    from helpers.runtime import LocalServer, local_server_settings
 
-    path = model_path(model)
-    settings = course_server_settings(str(path), api_key, port=free_port(), **{"alias": model_alias(path), **overrides})
+    settings = local_server_settings(model, api_key, **overrides)
     with LocalServer(settings) as server:
         yield Endpoint("local", server.base_url, api_key, settings.model_name, server.ready_s)

@@ -131,7 +131,6 @@ def smoke_test(n_predict: int = 4) -> Check:
     their weights for special kernels (AMX, AVX2/AVX-512) — so this catches a build that
     loads but cannot run the models the course uses.
     """
-    from helpers import config
     from helpers.cpu_buffers import CpuFeatures
     from helpers.errors import CourseError
     from helpers.runtime import run_completion
@@ -146,8 +145,8 @@ def smoke_test(n_predict: int = 4) -> Check:
         why = "llama.cpp crashed" if crashed else "llama.cpp failed"
         return Check("quantized generation", "fail", f"{why} on a Q4_K_M model ({cpu}): "
                      f"{str(exc).splitlines()[0]}",
-                     f"rebuild with `rm -rf {config.cache_dir() / 'bin'} && make llama` (the course patches "
-                     "llama.cpp for known CPU issues); if it persists, run without repacked weights: "
+                     "rebuild with `python -m helpers build --rebuild` (the course patches llama.cpp for "
+                     "known CPU issues); if it persists, run without repacked weights: "
                      "`python -m helpers complete --model M --prompt P -- --no-repack`, and report the CPU model")
     tps = result.perf.eval_tokens_per_s if result.perf else None
     return Check("quantized generation", "ok", f"Q4_K_M, {n_predict} tokens"

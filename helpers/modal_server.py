@@ -100,11 +100,6 @@ def endpoint_url() -> str:
     return modal.Function.from_name(config.MODAL_SERVER_APP, "serve").get_web_url()
 
 
-def api_key() -> str | None:
-    """Your copy of the key: $LLAMA_API_KEY (the same value you put in the Modal secret)."""
-    return os.environ.get(config.API_KEY_ENV)
-
-
 def stop_command() -> list[str]:
     """``modal app stop --yes llamacpp-server``: ``--yes`` because a notebook has no terminal to confirm in."""
     return ["modal", "app", "stop", "--yes", config.MODAL_SERVER_APP]

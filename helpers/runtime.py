@@ -183,8 +183,24 @@ def _stdout_writer(piece: str) -> None:
     sys.stdout.flush()
 
 
-#: The longest reply ``serve`` lets a request have when it sets no limit (the web UI sets none).
+#: The longest reply a local server lets a request have when it sets no limit (the web UI sets
+#: none): a small model can repeat itself without end.
 LOCAL_MAX_TOKENS = 1024
+
+
+def local_server_settings(model: str | os.PathLike[str] | None, api_key: str | None = None, *,
+                          host: str = "127.0.0.1", port: int | None = None, **overrides: Any) -> ServerSettings:
+    """The course's server settings (as on Modal) for a model on this machine.
+
+    The model gets a short name (``smollm2``, ``synthetic-qwen3``) and replies are capped at
+    :data:`LOCAL_MAX_TOKENS` unless the request asks for fewer; ``port=None`` picks a free one.
+    """
+    from helpers.models import model_alias
+    from helpers.server_config import course_server_settings
+
+    path = model_path(model)
+    values = {"alias": model_alias(path), "max_tokens": LOCAL_MAX_TOKENS, **overrides}
+    return course_server_settings(str(path), api_key, host=host, port=port or process.free_port(), **values)
 
 
 @dataclass
@@ -287,17 +303,14 @@ def serve_foreground(model: str | os.PathLike[str] = "smollm2", *, port: int = 8
                      api_key_env: str | None = None, host: str = "127.0.0.1") -> int:
     """``python -m helpers serve``: a llama-server with the course's settings, until Ctrl-C or SIGTERM.
 
-    The same settings as the Modal server (:mod:`helpers.server_config`), on this machine, plus a
-    cap of :data:`LOCAL_MAX_TOKENS` per reply: a small model can repeat itself without end, and a
-    chat in the web UI sets no limit of its own. The first Ctrl-C or SIGTERM stops llama-server's
-    whole process group; further signals are ignored while it stops, so none can interrupt that.
+    The same settings as the Modal server, on this machine (:func:`local_server_settings`). The
+    first Ctrl-C or SIGTERM stops llama-server's whole process group; further signals are
+    ignored while it stops, so none can interrupt that.
     """
     import signal
 
     from helpers.client import http_get
     from helpers.memory import MIB, kv_cache_bytes
-    from helpers.models import model_alias
-    from helpers.server_config import course_server_settings
 
     api_key = None
     if api_key_env:
@@ -305,10 +318,9 @@ def serve_foreground(model: str | os.PathLike[str] = "smollm2", *, port: int = 8
         if not api_key:
             raise ValueError(f"${api_key_env} is unset or empty: export the key there first, or leave out "
                              "--api-key-env")
-    path = model_path(model)
     overrides = {"parallel": parallel} if parallel is not None else {}
-    settings = course_server_settings(str(path), api_key, host=host, port=port, alias=model_alias(path),
-                                      max_tokens=LOCAL_MAX_TOKENS, **overrides)
+    settings = local_server_settings(model, api_key, host=host, port=port, **overrides)
+    path = Path(settings.model)
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
