@@ -90,8 +90,8 @@ def _shape(args: argparse.Namespace, header=None):  # noqa: ANN001, ANN202
 
 
 def _size(args: argparse.Namespace) -> None:
-    from helpers.memory import file_size
     from helpers.quant import bits_per_weight, tensor_types, type_histogram
+    from helpers.sizes import file_size
 
     shape = _shape(args)
     result = {
@@ -141,17 +141,18 @@ def _doctor(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from helpers.bench import save_json, sweep
+    from helpers.loadgen import sweep
+    from helpers.results import write_json
 
     levels = tuple(int(x) for x in args.levels.split(","))
     rows = sweep(args.url, levels, args.tokens, api_key=args.api_key)
     if args.out:
-        save_json(rows, args.out)
+        write_json(rows, args.out)
     print(json.dumps(rows, indent=2))
 
 
 def _gpu_bench(args: argparse.Namespace) -> None:
-    from helpers.bench import run_gpu_suite
+    from helpers.gpu_suite import run_gpu_suite
 
     run_gpu_suite(args.out, args.tokens)
     print(f"results in {args.out}/suite.json")

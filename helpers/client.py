@@ -85,6 +85,40 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout_s: float =
         return None, f"{type(exc).__name__}: {reason}"
 
 
+class StreamClock:
+    """When the tokens of one streamed reply arrived — the course's only timing formula.
+
+    * time to first token (TTFT) = first token's arrival − request sent;
+    * decode speed = (tokens − 1) ÷ (last arrival − first arrival): the first token pays for
+      the prompt, every later one for one decode step, so it is left out of the rate.
+
+    ``tokens`` is the server's count when it reports one (``usage``), else the chunks seen:
+    llama-server sends one token per chunk, but a proxy may merge chunks.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.first: float | None = None
+        self.last: float | None = None
+        self.chunks = 0
+
+    def tick(self) -> None:
+        """A chunk with text (answer or reasoning) arrived."""
+        now = time.monotonic()
+        self.first = now if self.first is None else self.first
+        self.last = now
+        self.chunks += 1
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first is None else self.first - self.started
+
+    def tokens_per_s(self, tokens: int) -> float | None:
+        if self.first is None or self.last is None or self.last <= self.first or tokens < 2:
+            return None
+        return (tokens - 1) / (self.last - self.first)
+
+
 @dataclass
 class ChatResult:
     """One streamed chat completion, with the client-side view of its speed."""
@@ -144,9 +178,7 @@ def stream_chat(
     finish_reason = None
     usage = None
     timings: dict[str, Any] = {}
-    n_chunks = 0
-    t_first = t_last = None
-    started = time.monotonic()
+    clock = StreamClock()
     for chunk in client.chat.completions.create(**kwargs):
         extra = chunk.model_extra or {}
         if extra.get("timings"):
@@ -158,10 +190,7 @@ def stream_chat(
             piece_r = getattr(delta, "reasoning_content", None) or (delta.model_extra or {}).get("reasoning_content")
             piece_c = delta.content
             if piece_r or piece_c:
-                now = time.monotonic()
-                t_first = t_first if t_first is not None else now
-                t_last = now
-                n_chunks += 1
+                clock.tick()
             if piece_r:
                 reasoning.append(piece_r)
                 if printer:
@@ -172,22 +201,19 @@ def stream_chat(
                     printer("content", piece_c)
             if choice.finish_reason:
                 finish_reason = choice.finish_reason
-    total = time.monotonic() - started
+    total = time.monotonic() - clock.started
     if printer is not None and echo is True:
         print(flush=True)
-    n_tokens = usage.completion_tokens if usage is not None else n_chunks
-    rate = None
-    if t_first is not None and t_last is not None and t_last > t_first and n_tokens > 1:
-        rate = (n_tokens - 1) / (t_last - t_first)
+    n_tokens = usage.completion_tokens if usage is not None else clock.chunks
     return ChatResult(
         content="".join(content),
         reasoning="".join(reasoning),
         finish_reason=finish_reason,
-        ttft_s=None if t_first is None else t_first - started,
+        ttft_s=clock.ttft_s,
         total_s=total,
         completion_tokens=n_tokens,
         prompt_tokens=usage.prompt_tokens if usage is not None else None,
-        tokens_per_s=rate,
+        tokens_per_s=clock.tokens_per_s(n_tokens),
         server_timings=timings,
     )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 #: llama.cpp is taken from the sdist of llama-cpp-python on PyPI, because PyPI is reachable
@@ -75,59 +74,6 @@ API_KEY_ENV = "LLAMA_API_KEY"
 #: CUDA *devel* image (nvcc for building llama.cpp). 12.9 is the first CUDA that compiles for
 #: sm_103, the B300 a "B200+" request may land on; it also covers every other Modal GPU.
 CUDA_BASE_IMAGE = "nvidia/cuda:12.9.1-devel-ubuntu22.04"
-#: Modal's GPU types (modal.com/docs/guide/gpu) and the CUDA architectures to compile for.
-#: Modal may serve a request with a newer card of the same architecture ("H100" on an H200,
-#: "A100-40GB" on an A100-80GB). "B200+" means a B200 *or a B300*, two architectures, so both
-#: are compiled. "A10G" is the A10's older name; "H100!" is an H100 and never an H200.
-#: ggml turns "120" into "120a", the Blackwell-specific variant its FP4 kernels need.
-MODAL_GPU_ARCHITECTURES = {
-    "T4": "75", "L4": "89", "A10": "86", "A10G": "86", "L40S": "89", "A100": "80", "A100-40GB": "80",
-    "A100-80GB": "80", "RTX-PRO-6000": "120", "H100": "90", "H100!": "90", "H200": "90", "B200": "100",
-    "B200+": "100;103",
-}
-#: GPUs one container can have: 8, and 4 of the A10 (modal.com/docs/guide/gpu).
-MAX_GPUS_PER_CONTAINER = 8
-MAX_GPUS = {"A10": 4, "A10G": 4}
-
-
-@dataclass(frozen=True)
-class ModalGpu:
-    """A Modal ``gpu=`` value, checked: its type (upper case, as Modal writes it) and count."""
-
-    type: str
-    count: int = 1
-
-    @property
-    def spec(self) -> str:
-        """The string for ``@app.function(gpu=...)``: ``L4``, ``H100:2``."""
-        return self.type if self.count == 1 else f"{self.type}:{self.count}"
-
-    @property
-    def cuda_architectures(self) -> str:
-        return MODAL_GPU_ARCHITECTURES[self.type]
-
-
-def parse_modal_gpu(value: str) -> ModalGpu:
-    """``"l4"``, ``"H100!"``, ``"b200+:2"`` -> :class:`ModalGpu`; a one-line error for anything else.
-
-    Modal reads GPU types case-insensitively and checks them only when an app starts, after
-    the image has been built. Checking here fails before anything is spent.
-    """
-    text = str(value).strip()
-    name, _, count_text = text.partition(":")
-    gpu_type = name.strip().upper()
-    if gpu_type not in MODAL_GPU_ARCHITECTURES:
-        raise ValueError(f"{text!r} is not a Modal GPU type; choose one of {', '.join(MODAL_GPU_ARCHITECTURES)} "
-                         "(optionally with a count, e.g. H100:2)")
-    count = 1
-    if count_text:
-        most = MAX_GPUS.get(gpu_type, MAX_GPUS_PER_CONTAINER)
-        if not count_text.strip().isdigit() or not 1 <= int(count_text) <= most:
-            raise ValueError(f"GPU count in {text!r} must be a whole number from 1 to {most}")
-        count = int(count_text)
-    return ModalGpu(gpu_type, count)
-
-
 def env_int(name: str, default: int, env: Mapping[str, str] | None = None, minimum: int | None = None) -> int:
     """An integer setting from the environment, with a clear error for non-numbers."""
     value = (os.environ if env is None else env).get(name)

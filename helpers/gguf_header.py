@@ -173,14 +173,3 @@ def read_url(url: str, token: str | None = None, timeout_s: float = 30.0) -> Ggu
 def hub_url(repo_id: str, filename: str, revision: str = "main") -> str:
     """The direct download address of a file in a Hub repo."""
     return f"https://huggingface.co/{repo_id}/resolve/{revision}/{filename}"
-
-
-def read_hub(repo_id: str, quant: str, revision: str = "main", token: str | None = None) -> GgufHeader:
-    """Header of the GGUF for ``quant`` in a Hub repo (first part of a split), by ranges."""
-    from huggingface_hub import HfApi
-
-    from helpers.hub import select_gguf_files
-
-    files = HfApi(token=token).list_repo_files(repo_id, revision=revision)
-    first = select_gguf_files(files, quant)[0]
-    return read_url(hub_url(repo_id, first, revision), token=token or os.environ.get("HF_TOKEN"))

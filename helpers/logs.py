@@ -81,10 +81,6 @@ class MemoryBreakdown:
     def host(self) -> MemoryRow | None:
         return next((r for r in self.rows if r.kind == "host"), None)
 
-    @property
-    def devices(self) -> list[MemoryRow]:
-        return [r for r in self.rows if r.kind == "device"]
-
     def to_dict(self) -> list[dict]:
         return [r.to_dict() for r in self.rows]
 

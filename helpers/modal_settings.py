@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from helpers import config
+from helpers.gpus import ModalGpu, parse_modal_gpu
 
 PREFIX = "LLAMACPP_COURSE_"
 _CUDA_ARCH = re.compile(r"^\d{2,3}[af]?(-real|-virtual)?(;\d{2,3}[af]?(-real|-virtual)?)*$")
@@ -48,7 +49,7 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 class ModalSettings:
     """Every deploy-time choice of the course's Modal apps, validated."""
 
-    gpu: config.ModalGpu
+    gpu: ModalGpu
     repo: str = config.DEFAULT_HF_REPO
     quant: str = config.DEFAULT_QUANT
     public: bool = False
@@ -65,7 +66,7 @@ class ModalSettings:
 
         env = os.environ if env is None else env
         try:
-            gpu = config.parse_modal_gpu(env.get(PREFIX + "GPU") or config.DEFAULT_GPU)
+            gpu = parse_modal_gpu(env.get(PREFIX + "GPU") or config.DEFAULT_GPU)
         except ValueError as exc:
             raise ValueError(f"${PREFIX}GPU: {exc}") from None
         repo = env.get(PREFIX + "REPO") or config.DEFAULT_HF_REPO

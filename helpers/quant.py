@@ -201,28 +201,6 @@ def quantize(source: str, target: str, quant: str, timeout_s: float = 1800) -> s
     return str(target)
 
 
-def reconstruction_error(original: str, quantized: str) -> dict[str, float]:
-    """Relative RMS error of each quantized matrix: ||dequant(Q) - W|| / ||W||.
-
-    Both files are read with the ``gguf`` package, whose ``dequantize`` implements every
-    block format in NumPy, independently of llama.cpp.
-    """
-    import gguf
-    import numpy as np
-
-    ref = {t.name: t for t in gguf.GGUFReader(original).tensors}
-    errors = {}
-    for t in gguf.GGUFReader(quantized).tensors:
-        if len(t.shape) < 2 or t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-            continue
-        w = gguf.quants.dequantize(ref[t.name].data, ref[t.name].tensor_type).astype(np.float64)
-        q = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
-        norm = np.linalg.norm(w)
-        if norm > 0:
-            errors[t.name] = float(np.linalg.norm(q - w) / norm)
-    return errors
-
-
 def error_ladder(source: str, presets: list[str], workdir: str) -> list[dict[str, float | str]]:
     """Quantize ``source`` to each preset and measure size and error: the quality/size trade-off.
 

@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import uuid
+from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,22 +37,34 @@ def make_record(result: Any, *, backend: str, gpu: str | None, model: str, repo:
     }
 
 
-def save_record(record: dict[str, Any], directory: str | os.PathLike[str]) -> Path:
-    """Write ``record`` as ``<id>.json`` in ``directory``: temp file, fsync, rename."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / f"{record['id']}.json"
-    fd, tmp = tempfile.mkstemp(prefix=".record-", suffix=".json", dir=directory)
+def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as JSON to ``path``, all or nothing: temp file beside it, fsync, rename.
+
+    A reader (or a run cut short, or a Modal volume commit) sees the old file or the new one,
+    never half of one. Dataclasses are written as their fields.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2)
+            json.dump(data, fh, indent=2, default=_jsonable)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return target
+    return path
+
+
+def _jsonable(o: Any) -> Any:
+    return asdict(o) if is_dataclass(o) and not isinstance(o, type) else str(o)
+
+
+def save_record(record: dict[str, Any], directory: str | os.PathLike[str]) -> Path:
+    """Write ``record`` as ``<id>.json`` in ``directory`` (atomically, :func:`write_json`)."""
+    return write_json(record, Path(directory) / f"{record['id']}.json")
 
 
 def load_records(directory: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -310,7 +310,8 @@ def serve_foreground(model: str | os.PathLike[str] = "smollm2", *, port: int = 8
     import signal
 
     from helpers.client import http_get
-    from helpers.memory import MIB, kv_cache_bytes
+    from helpers.memory import kv_cache_bytes
+    from helpers.sizes import MIB
 
     api_key = None
     if api_key_env:

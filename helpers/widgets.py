@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers.memory import GPUS, KV_TYPES, MemoryEstimate, memory_breakdown
+from helpers.gpus import GPUS
+from helpers.memory import KV_TYPES, MemoryEstimate, memory_breakdown
 from helpers.model_shape import KNOWN_CONFIGS, known_shape
 from helpers.quant import PRESETS
 

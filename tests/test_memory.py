@@ -10,19 +10,14 @@ import pytest
 
 from helpers.commands import CompletionSettings, completion_args
 from helpers.cpu_buffers import CpuFeatures, buffer_bytes, extra_buffer, llama_quantize_order
+from helpers.gpus import gpu_spec
 from helpers.logs import ARTICLE_LOG, parse_buffer_sizes, parse_memory_table
-from helpers.memory import (
-    MIB,
-    bytes_per_token,
-    decode_roofline,
-    fits,
-    gpu_spec,
-    max_context,
-    memory_breakdown,
-    recommend,
-)
+from helpers.memory import fits, max_context, memory_breakdown
 from helpers.model_shape import from_hf_config
+from helpers.sizes import MIB
+from helpers.speed import bytes_per_token, decode_roofline
 from helpers.synthetic import TINY, model_shape, write_synthetic_model
+from helpers.tradeoff import recommend
 
 from .test_gguf_header import QWEN3_8B_CONFIG
 

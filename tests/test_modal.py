@@ -18,7 +18,7 @@ import click
 import pytest
 from dockerfile_parse import DockerfileParser
 
-from helpers import config, llamacpp
+from helpers import config, gpus, llamacpp
 from helpers.modal_plan import compute_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,21 +174,25 @@ def test_image_hygiene(plan, deploy_plan):
 
 
 def test_gpu_types_follow_modal(tmp_path):
-    assert config.parse_modal_gpu("a10g").spec == "A10G" and config.parse_modal_gpu("h100!").spec == "H100!"
-    assert config.parse_modal_gpu("B200+:2").spec == "B200+:2"
-    assert config.parse_modal_gpu("b200+").cuda_architectures == "100;103"  # may land on a B300
-    assert config.parse_modal_gpu("RTX-PRO-6000").cuda_architectures == "120"
+    assert gpus.parse_modal_gpu("a10g").spec == "A10G" and gpus.parse_modal_gpu("h100!").spec == "H100!"
+    assert gpus.parse_modal_gpu("B200+:2").spec == "B200+:2"
+    assert gpus.parse_modal_gpu("b200+").cuda_architectures == "100;103"  # may land on a B300
+    assert gpus.parse_modal_gpu("RTX-PRO-6000").cuda_architectures == "120"
     for bad, message in (("RTX", "not a Modal GPU type"), ("L4:0", "from 1 to 8"), ("L4:x", "from 1 to 8"),
                          ("a10:8", "from 1 to 4")):
         with pytest.raises(ValueError, match=message):
-            config.parse_modal_gpu(bad)
+            gpus.parse_modal_gpu(bad)
+    # One catalogue: every type Modal accepts has memory, bandwidth and an architecture for the calculators.
+    for name in gpus.MODAL_GPU_TYPES:
+        assert gpus.gpu_spec(name).memory_mib > 0 and gpus.parse_modal_gpu(name).cuda_architectures
+    assert gpus.gpu_spec("a100").name == "A100-40GB"  # Modal may serve more; plan for the smaller card
     plan = compute_plan(_clean_env(LLAMACPP_COURSE_GPU="B200+"))
     (build,) = [line for line in function(plan, "llamacpp-server", "serve")["dockerfile"] if "cmake -S" in line]
     assert "'-DCMAKE_CUDA_ARCHITECTURES=100;103'" in build  # quoted: a bare ';' would end the shell command
     bad = subprocess.run([sys.executable, "-m", "helpers", "modal-plan"], env=_clean_env(LLAMACPP_COURSE_GPU="RTX"),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
-    choices = ", ".join(config.MODAL_GPU_ARCHITECTURES)
+    choices = ", ".join(gpus.MODAL_GPU_TYPES)
     assert bad.stderr.strip() == (f"error: $LLAMACPP_COURSE_GPU: 'RTX' is not a Modal GPU type; choose one of "
                                   f"{choices} (optionally with a count, e.g. H100:2)")
 

@@ -11,9 +11,9 @@ import pytest
 
 from helpers.ggml_types import ggml_type
 from helpers.gguf_header import read_local
-from helpers.memory import file_size, quantized_file_size, tensor_data_bytes
 from helpers.model_shape import from_hf_config
 from helpers.quant import PRESETS, bits_per_weight, preset, tensor_types, type_histogram
+from helpers.sizes import file_size, quantized_file_size, tensor_data_bytes
 from helpers.synthetic import TINY, write_synthetic_model
 
 from .test_gguf_header import QWEN3_8B_CONFIG
@@ -148,7 +148,7 @@ def test_other_dense_models(name, gb):
 
 def test_tokenizer_sizes_are_measured_from_llama_cpps_vocab_files(llama_bin):
     from helpers.llamacpp import fetch_source
-    from helpers.memory import TOKENIZER_METADATA_BYTES, tokenizer_bytes
+    from helpers.sizes import TOKENIZER_METADATA_BYTES, tokenizer_bytes
 
     models = fetch_source() / "models"
     for family, expected in TOKENIZER_METADATA_BYTES.items():

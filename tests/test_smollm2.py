@@ -12,9 +12,10 @@ from helpers.commands import CompletionSettings, completion_args
 from helpers.cpu_buffers import CpuFeatures
 from helpers.gguf_header import read_local
 from helpers.logs import parse_buffer_sizes
-from helpers.memory import MIB, memory_breakdown, tensor_data_bytes
+from helpers.memory import memory_breakdown
 from helpers.models import SMOLLM2, resolve_model
 from helpers.runtime import LocalServer, run_completion
+from helpers.sizes import MIB, tensor_data_bytes
 
 pytestmark = [pytest.mark.llama, pytest.mark.usefixtures("no_orphans")]
 
