@@ -93,3 +93,35 @@ def test_demo_end_to_end(llama_bin):
     for needle in ("llama-completion (one shot)", "text         The capital of France is Paris", "Host",
                    "llama-server   ready", "  chat         first token", "server stopped: yes"):
         assert needle in out.stdout, needle
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").rglob("*.ipynb"))
+
+
+def _cells(path: Path) -> list[dict]:
+    import json
+
+    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_files_diff_well(path):
+    """Stored outputs are readable and stable: a streamed reply is one output (not one per token), and a
+    compared cell prints plain text (HTML tables change with the pandas version, images with matplotlib's)."""
+    for cell in _cells(path):
+        streams = [o.get("name") if o["output_type"] == "stream" else None for o in cell.get("outputs", [])]
+        assert not any(a and a == b for a, b in zip(streams, streams[1:], strict=False)), \
+            f"{path.name}: consecutive stream outputs; regenerate with nbconvert --coalesce-streams"
+        if "".join(cell["source"]).startswith("# NBVAL_CHECK_OUTPUT"):
+            kinds = {k for o in cell.get("outputs", []) for k in o.get("data", {})}
+            assert kinds <= {"text/plain"}, f"{path.name}: compared cell shows {kinds - {'text/plain'}}"
+
+
+def test_every_notebook_with_exercises_has_solutions():
+    lessons = [p for p in NOTEBOOKS if p.parent.name == "notebooks"]
+    for lesson in lessons:
+        text = lesson.read_text()
+        if "## Exercises" in text:
+            solutions = ROOT / "notebooks" / "solutions" / f"{lesson.stem}_solutions.ipynb"
+            assert solutions.exists(), f"{lesson.name} has exercises but no {solutions.name}"
+            assert solutions.name in text, f"{lesson.name} does not point learners to {solutions.name}"
