@@ -10,8 +10,6 @@ them and a flag change never reuses a stale build.
 from __future__ import annotations
 
 import base64
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from helpers.config import (
     LLAMA_CPP_SDIST_NAME,
     LLAMA_CPP_SDIST_SHA256,
     cache_dir,
+    cache_lock,
 )
 from helpers.errors import BuildError
 
@@ -424,19 +423,6 @@ def forget(spec: BuildSpec) -> None:
     with cache_lock(spec.key()):
         for folder in (bin_dir(spec), cache_dir() / "build" / spec.key()):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def cache_lock(name: str) -> Iterator[None]:
-    """An exclusive file lock, so two processes never build into the same folder."""
-    lock_dir = cache_dir() / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 _PROGRESS = re.compile(r"^\[\s*(\d+)%\]")

@@ -1,7 +1,10 @@
-"""Choosing a quantization: the most faithful preset that fits a GPU at a context, fast enough.
+"""Choosing a quantization: quality against speed, within the GPU's memory.
 
-Memory alone is not the whole answer: decoding reads every weight once per token, so a
-bigger file is a slower model.
+Memory is a hard limit: the file, the KV cache and the compute buffer must fit
+(:mod:`helpers.memory`). Within it, a smaller preset is a faster model — decoding reads every
+weight once per token (:mod:`helpers.speed`) — and a less faithful one (:mod:`helpers.quality`).
+:func:`choose_quant` weighs the two at a price the learner sets; :func:`recommend` answers the
+simpler question "the most faithful preset that fits, optionally at a minimum speed".
 """
 
 from __future__ import annotations

