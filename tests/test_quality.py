@@ -32,7 +32,7 @@ def test_the_price_of_quality_decides():
     picks = [choose_quant(QWEN, "L4", speedup_per_kld=r).preset for r in (1e9, 100, 50, 15, 5, 1, 0)]
     assert picks == ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K"]
     # only ratios of bytes per token matter, so GPUs with room to spare choose alike, whatever their efficiency
-    assert {choose_quant(QWEN, g, speedup_per_kld=r).preset for g in ("L4", "A100-80GB", "H200") for r in (15,)} == {"Q5_K_M"}
+    assert {choose_quant(QWEN, g).preset for g in ("L4", "A100-80GB", "H200")} == {"Q5_K_M"}
 
 
 def test_memory_is_a_hard_limit():

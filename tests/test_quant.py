@@ -171,6 +171,6 @@ def test_cli_size_and_memory(tmp_path):
     assert {"gpu_model_mib", "host_model_mib", "context_mib", "compute_mib", "total_gpu_mib", "fits"} <= set(mem)
     assert (round(mem["gpu_model_mib"]), mem["context_mib"], mem["fits"]) == (5166, 576.0, True)
     bad = _cli("memory", "--config", str(tmp_path / "config.json"), "--quant", "Q9", "--json")
-    assert bad.returncode == 1 and "choose one of" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "choose one of" in bad.stderr and "Traceback" not in bad.stderr
     missing = _cli("size", "--config", str(tmp_path / "nope.json"), "--quant", "Q5_K_M")
-    assert missing.returncode == 1 and "no config.json" in missing.stderr
+    assert missing.returncode == 2 and "no config.json" in missing.stderr

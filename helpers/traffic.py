@@ -1,0 +1,155 @@
+"""What a traffic pattern costs on Modal, and how many containers it needs.
+
+``speed.cost_per_million_tokens`` assumes a GPU generating all the time. A real endpoint is idle
+most of the hour, and on Modal an idle container is either gone (``min_containers=0``: the next
+request pays a cold start) or billed while it waits (``scaledown_window`` after each request,
+or all day with ``min_containers=1``). This module prices a traffic pattern — requests per hour
+arriving at random (a Poisson process), tokens per request — with those rules:
+
+* a container starts when a request finds none (a **cold start**: ``cold_start_s`` billed before
+  the first token), serves, and stops ``scaledown_s`` after its last request ends;
+* with one container serving requests that rarely overlap, a request keeps it up for K = service
+  + window (+ the cold start, if it had to start one): the container is billed for the gap to
+  the next arrival if that gap is shorter than K, else for K, and the next request pays a cold
+  start. With arrival rate λ a gap exceeds K with probability e^(−λK), so a warm request is
+  followed by a cold one with p = e^(−λ(S+W)), a cold one with q = e^(−λ(S+W+C)); the share of
+  cold requests is f = p / (1 − q + p), and the expected billed seconds per request (the mean of
+  min(gap, K)) are ``(f·(1 − q) + (1 − f)·(1 − p)) / λ``;
+* ``min_containers=1`` bills the whole hour and pays no cold starts.
+
+Capacity comes from Little's law: requests in flight = arrival rate × time each spends. A
+container holds as many at once as it can serve within the latency objective (measured); the
+count of containers covers the 99th percentile of requests in flight, since Poisson arrivals
+bunch up. That is what Modal's autoscaler does for you (``@modal.concurrent`` sets how many
+inputs a container takes), so the numbers say how many GPUs a pattern keeps busy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from helpers.gpus import gpu_cost_usd, gpu_spec
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """A steady pattern: ``requests_per_hour`` arriving at random, ``output_tokens`` each."""
+
+    requests_per_hour: float
+    output_tokens: int
+
+    def __post_init__(self) -> None:
+        if self.requests_per_hour <= 0 or self.output_tokens <= 0:
+            raise ValueError("requests_per_hour and output_tokens must be positive")
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.requests_per_hour / 3600
+
+
+@dataclass(frozen=True)
+class Bill:
+    """One hour of a traffic pattern on one GPU type."""
+
+    gpu: str
+    billed_s_per_hour: float
+    cold_starts_per_hour: float
+    tokens_per_hour: float
+    generating_s_per_hour: float
+    usd_per_hour: float
+
+    @property
+    def usd_per_million_tokens(self) -> float:
+        return self.usd_per_hour / self.tokens_per_hour * 1e6
+
+    @property
+    def busy_fraction(self) -> float:
+        """Share of the billed time spent generating (the rest is cold starts and idle windows)."""
+        return min(1.0, self.generating_s_per_hour / self.billed_s_per_hour) if self.billed_s_per_hour else 0.0
+
+
+def service_s(traffic: Traffic, tokens_per_s: float, ttft_s: float = 0.0) -> float:
+    """Seconds one request keeps a container busy: first token + the rest at ``tokens_per_s``."""
+    return ttft_s + traffic.output_tokens / tokens_per_s
+
+
+def hourly_bill(traffic: Traffic, gpu: str, tokens_per_s: float, *, cold_start_s: float, scaledown_s: float,
+                min_containers: int = 0, ttft_s: float = 0.0) -> Bill:
+    """Expected GPU bill of one hour of ``traffic`` served by one container at a time (low traffic).
+
+    ``tokens_per_s`` is one stream's decode speed. For traffic that keeps more than one
+    container busy, use :func:`containers_needed` first; this model is for the single-container
+    regime where scale-to-zero matters.
+    """
+    if min_containers < 0 or cold_start_s < 0 or scaledown_s < 0:
+        raise ValueError("min_containers, cold_start_s and scaledown_s must be 0 or more")
+    lam = traffic.rate_per_s
+    service = service_s(traffic, tokens_per_s, ttft_s)
+    if min_containers >= 1:
+        billed, colds = 3600.0 * min_containers, 0.0
+    else:
+        p = math.exp(-lam * (service + scaledown_s))
+        q = math.exp(-lam * (service + scaledown_s + cold_start_s))
+        f = p / (1 - q + p)
+        per_request = (f * (1 - q) + (1 - f) * (1 - p)) / lam
+        billed = traffic.requests_per_hour * per_request
+        colds = traffic.requests_per_hour * f
+    tokens = traffic.requests_per_hour * traffic.output_tokens
+    generating = traffic.requests_per_hour * service
+    return Bill(gpu_spec(gpu).name, billed, colds, tokens, generating, gpu_cost_usd(gpu, billed))
+
+
+def break_even_requests_per_hour(output_tokens: int, gpu: str, tokens_per_s: float, *, cold_start_s: float,
+                                 scaledown_s: float, within: float = 0.95) -> float:
+    """The traffic above which scale-to-zero already bills ``within`` of an always-warm container.
+
+    Beyond it ``min_containers=1`` costs at most ``1 − within`` more and removes the cold
+    starts; below it, keeping a container warm mostly pays for idle time. (Money alone never
+    favours a warm container: scale-to-zero bills at most the same hour.)
+    """
+    lo, hi = 1e-3, 1e7
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        bill = hourly_bill(Traffic(mid, output_tokens), gpu, tokens_per_s, cold_start_s=cold_start_s,
+                           scaledown_s=scaledown_s)
+        if bill.billed_s_per_hour >= within * 3600:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def poisson_quantile(mean: float, q: float = 0.99) -> int:
+    """Smallest k with P(N ≤ k) ≥ q for N ~ Poisson(mean): requests in flight at a busy moment."""
+    if mean <= 0:
+        return 0
+    k, term = 0, math.exp(-mean)
+    total = term
+    while total < q:
+        k += 1
+        term *= mean / k
+        total += term
+    return k
+
+
+@dataclass(frozen=True)
+class Capacity:
+    in_flight_mean: float  # Little's law: arrivals per second × seconds per request
+    in_flight_p99: int
+    per_container: int  # concurrent requests one container serves within the latency objective
+    containers: int
+
+
+def containers_needed(traffic: Traffic, seconds_per_request: float, per_container: int, q: float = 0.99) -> Capacity:
+    """Containers that serve ``traffic`` with ``per_container`` requests each, ``q`` of the time.
+
+    ``seconds_per_request`` is the end-to-end time of one request *at that concurrency* (it
+    grows with concurrency: streams share the GPU), and ``per_container`` the concurrency at
+    which the measured latency still meets the objective.
+    """
+    if per_container < 1 or seconds_per_request <= 0:
+        raise ValueError("per_container must be at least 1 and seconds_per_request positive")
+    mean = traffic.rate_per_s * seconds_per_request
+    p = poisson_quantile(mean, q)
+    return Capacity(mean, p, per_container, max(1, math.ceil(p / per_container)))
