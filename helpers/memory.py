@@ -16,21 +16,69 @@ memory breakdown llama.cpp prints (tests/test_memory.py):
   ``sched_reserve`` prints at our pinned commit.
 
 Sizes are in bytes internally and MiB (2**20) where shown, like llama.cpp's breakdown.
+
+Settings mean what they mean to llama.cpp: ``n_ctx=0`` is the model's trained context
+(``n_ctx_train``), ``n_gpu_layers=0`` keeps every layer on the host, and a quantized V cache
+needs flash attention. Settings llama.cpp would refuse raise a one-line ``ValueError``
+(:func:`check_settings`) instead of producing a number.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 
 from helpers.cpu_buffers import PLAIN_CPU, CpuFeatures, host_buffers
 from helpers.ggml_types import ggml_type
 from helpers.gpus import GPUS, gpu_spec
 from helpers.model_shape import ModelShape
-from helpers.quant import tensor_types
+from helpers.quant import preset, tensor_types
 from helpers.sizes import MIB, pad
 
 #: The KV cache types llama.cpp accepts (``--cache-type-k/-v``, common/arg.cpp).
 KV_TYPES = ("f16", "bf16", "f32", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0", "iq4_nl")
+#: The unquantized ones: the only V cache types llama.cpp allows without flash attention.
+PLAIN_KV_TYPES = ("f16", "bf16", "f32")
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def check_settings(quant: str | None = None, n_ctx: int = 4096, gpu: str | None = None,
+                   n_gpu_layers: int | None = None, kv_type: str = "f16", n_ubatch: int = 512,
+                   flash_attn: bool = True) -> None:
+    """Raise a one-line ``ValueError`` for a setting llama.cpp would refuse (or a name it doesn't know).
+
+    :func:`memory_breakdown` calls it first; the command line calls it before it reads a model,
+    so a typo fails before anything is downloaded. ``quant=None`` skips the preset check.
+    """
+    if quant is not None:
+        preset(quant)
+    if not _whole(n_ctx) or n_ctx < 0:
+        raise ValueError(f"n_ctx (--ctx) is {n_ctx!r}; give a whole number >= 0 (0 = the model's trained context)")
+    if not _whole(n_ubatch) or n_ubatch < 1:
+        raise ValueError(f"n_ubatch (--ubatch) is {n_ubatch!r}; give a whole number >= 1 (llama.cpp's default: 512)")
+    if n_gpu_layers is not None and (not _whole(n_gpu_layers) or n_gpu_layers < 0):
+        raise ValueError(f"n_gpu_layers (--ngl) is {n_gpu_layers!r}; give a whole number >= 0 (0 = CPU only), "
+                         "or leave it unset for all layers")
+    _kv_type(kv_type)
+    if not flash_attn and kv_type.lower() not in PLAIN_KV_TYPES:
+        raise ValueError(f"a quantized V cache ({kv_type}) needs flash attention: llama.cpp refuses it otherwise "
+                         "(\"quantized V cache requires flash_attn to be enabled\"); enable flash attention or use "
+                         f"an {'/'.join(PLAIN_KV_TYPES)} cache")
+    if gpu is not None:
+        gpu_spec(gpu)
+
+
+def trained_ctx(shape: ModelShape, n_ctx: int) -> int:
+    """``n_ctx``, or the model's trained context when it is 0 (as llama.cpp reads ``--ctx-size 0``)."""
+    if n_ctx:
+        return n_ctx
+    if not shape.n_ctx_train:
+        raise ValueError(f"n_ctx=0 means the model's trained context, which {shape.name or 'this shape'} does not "
+                         "record; give the context length explicitly (--ctx)")
+    return shape.n_ctx_train
 
 
 def padded_ctx(n_ctx: int) -> int:
@@ -39,7 +87,7 @@ def padded_ctx(n_ctx: int) -> int:
 
 
 def _kv_type(kv_type: str):  # noqa: ANN202
-    if kv_type.lower() not in KV_TYPES:
+    if not isinstance(kv_type, str) or kv_type.lower() not in KV_TYPES:
         raise ValueError(f"unknown KV cache type {kv_type!r}; choose one of {', '.join(KV_TYPES)}")
     return ggml_type(kv_type)
 
@@ -50,6 +98,8 @@ def kv_bytes_per_token(shape: ModelShape, kv_type: str = "f16") -> int:
 
 def kv_cache_bytes(shape: ModelShape, n_ctx: int, kv_type: str = "f16", n_layers: int | None = None) -> int:
     """K and V for every position of the (padded) context, for ``n_layers`` layers (default all)."""
+    if not _whole(n_ctx) or n_ctx < 0:
+        raise ValueError(f"n_ctx is {n_ctx!r}; give a whole number >= 0")
     layers = shape.n_layer if n_layers is None else n_layers
     return padded_ctx(n_ctx) * 2 * layers * _kv_type(kv_type).row_bytes(shape.n_embd_kv)
 
@@ -116,7 +166,8 @@ def memory_breakdown(shape: ModelShape, quant: str, n_ctx: int = 4096, gpu: str 
                      tensor_order: list[str] | None = None, types: dict[str, str] | None = None) -> MemoryEstimate:
     """What llama.cpp will allocate for ``shape`` in ``quant`` at ``n_ctx``.
 
-    ``gpu=None`` means CPU only. ``n_gpu_layers=None`` offloads everything (``-ngl all``);
+    ``n_ctx=0`` means the model's trained context, as in llama.cpp (the estimate's ``n_ctx``
+    says which). ``gpu=None`` means CPU only. ``n_gpu_layers=None`` offloads everything (``-ngl all``);
     a smaller number keeps the first layers (and the output matrix) on the host, as
     llama.cpp does — the compute figures are then approximate. ``cpu`` decides which weights
     kept on the host are repacked into extra buffers (:mod:`helpers.cpu_buffers`; the default
@@ -125,6 +176,8 @@ def memory_breakdown(shape: ModelShape, quant: str, n_ctx: int = 4096, gpu: str 
     ``types`` gives every tensor's ggml type when they are known (an existing file's header),
     instead of llama-quantize's rules for ``quant``.
     """
+    check_settings(None if types else quant, n_ctx, gpu, n_gpu_layers, kv_type, n_ubatch, flash_attn)
+    n_ctx = trained_ctx(shape, n_ctx)
     types = types or tensor_types(shape, quant, imatrix)
     dims = dict(shape.tensors())
     order = tensor_order or [name for name, _ in shape.tensors()]

