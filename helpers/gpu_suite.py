@@ -31,7 +31,12 @@ class ServerConfig:
 
 def bench_server(model: str, config: ServerConfig, max_tokens: int = 128, progress: bool = True,
                  ready_runs: int = 2) -> dict[str, Any]:
-    """Start a local llama-server with ``config``, time its readiness, sweep it, stop it."""
+    """Start a local llama-server with ``config``, time its readiness, sweep it, stop it.
+
+    Readiness is timed by :func:`helpers.client.wait_until_ready`, whose polls back off
+    (0.05 s, doubling up to 2 s): each ready time is the poll at which ``/health`` first
+    answered 200 — 1.55 s or 3.15 s, say — an upper bound, not the exact moment.
+    """
     from helpers.runtime import LocalServer
 
     ready = []

@@ -1,16 +1,19 @@
 """The course's llama-server configuration — one place, used by the Modal server and the local one.
 
 The values come from the GPU measurements in docs/benchmarks.md (synthetic Qwen3-8B Q5_K_M,
-the course's llama.cpp build):
+the course's llama.cpp build, an NVIDIA H200) and from the L4's memory:
 
-* 8 slots with backend sampling gave the best throughput up to 8 simultaneous streams
-  (652 tok/s median, 3.2x one stream); 32 slots only win beyond 16 streams, and on the L4's
-  22 GiB they would leave ~2,000 tokens of context each.
-* ``--backend-sampling`` (llama.cpp marks it experimental) samples on the GPU instead of the
-  CPU: +20-60% aggregate throughput at 16-32 streams and ~92% instead of ~85% of llama-bench's
-  single-stream speed. On a CPU-only build it changes nothing.
-* 8,192 tokens per slot: 8 x 8,192 = 65,536 tokens of KV cache, 9 GiB; with the weights the
-  L4 holds ~14.6 of 22 GiB (helpers.memory), room for long conversations.
+* 8 slots (``--parallel 8``): at 8 simultaneous streams every configuration ran at either
+  ~60 or ~99 tok/s per stream, run to run, so the slot count did not decide the speed; it
+  decides how much context each conversation gets: the same 65,536-token cache, which fits the
+  L4, gives 8 slots 8,192 tokens each and 32 slots only 2,048. Requests beyond the slots queue
+  (their time to first token grows).
+* 8,192 tokens per slot: ``--ctx-size`` is the *total* shared by the slots, so we pass
+  8 x 8,192 = 65,536 tokens of KV cache, 9 GiB; with the weights the L4 holds ~14.6 of 22 GiB
+  (helpers.memory), room for long conversations.
+* ``--backend-sampling`` (llama.cpp marks it experimental) picks the next token on the GPU
+  instead of the CPU: one stream at 91-93% instead of 87-90% of llama-bench's decode speed, and
+  +20-60% throughput at 16-32 streams. On a CPU-only build it changes nothing.
 * Flash attention on: faster decode (246 vs 214 tok/s in llama-bench) and a compute buffer
   that does not grow with the context.
 """
