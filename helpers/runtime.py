@@ -213,6 +213,8 @@ class LocalServer:
     On entry it checks the port, starts the server in its own process group, and waits for
     ``/health`` to answer 200 (raising with the log tail if the process dies or the wait
     times out). On exit — also after an exception — the whole process group is stopped.
+    Should this Python process die first (a notebook kernel killed or restarted), the server's
+    guardian stops it (:func:`helpers.process.spawn`): it never outlives its owner.
     """
 
     settings: ServerSettings | None = None

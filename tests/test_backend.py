@@ -64,6 +64,7 @@ def test_modal_serve_needs_the_key_before_anything_else(no_modal, monkeypatch):
         pass
 
 
+@pytest.mark.llama
 @pytest.mark.usefixtures("no_orphans")
 def test_local_serve_uses_the_course_server_settings(no_modal):
     with backend.serve(model="synthetic") as endpoint:

@@ -14,6 +14,7 @@ from helpers.runtime import LocalServer
 pytestmark = pytest.mark.usefixtures("no_orphans")
 
 
+@pytest.mark.llama
 def test_sweep_against_a_local_server(tiny_model):
     with LocalServer.for_model(tiny_model, parallel=4, ctx_per_slot=512) as server:
         rows = loadgen.sweep(server.base_url, levels=(1, 2, 4), max_tokens=16, progress=False)
@@ -24,6 +25,7 @@ def test_sweep_against_a_local_server(tiny_model):
     assert rows[0]["speedup_vs_single"] == 1.0
 
 
+@pytest.mark.llama
 def test_api_key_is_sent(tiny_model):
     with LocalServer.for_model(tiny_model, api_key="k") as server:
         assert loadgen.stream_request(server.base_url, "hi", 4, api_key="k").completion_tokens == 4
@@ -60,6 +62,7 @@ def test_costs_and_efficiencies(tmp_path):
     assert json.loads(out.read_text()) == {"a": 1} and [p.name for p in out.parent.iterdir()] == ["out.json"]
 
 
+@pytest.mark.llama
 def test_graph_size_of_the_tiny_model(tiny_model):
     """35 graph nodes per layer plus 6 around them: the fixed per-token work of section 4."""
     assert gpu_suite.graph_nodes(str(tiny_model)) == {"nodes": 4 * 35 + 6, "splits": 1}

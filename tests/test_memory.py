@@ -98,6 +98,7 @@ def test_cpu_weight_buffers_match_llama_cpp(llama_bin, quant_sources, name, quan
     assert _model_buffers(parse_buffer_sizes(out.stderr)) == pytest.approx(predicted, abs=0.01)
 
 
+@pytest.mark.llama
 def test_amx_buffers_as_measured_on_an_amx_cpu(tiny_model, tmp_path):
     """On a machine without AMX too: the AMX prediction against llama.cpp's lines from an AMX host."""
     import json

@@ -12,6 +12,7 @@ from helpers.runtime import run_completion
 pytestmark = pytest.mark.usefixtures("no_orphans")
 
 
+@pytest.mark.llama
 def test_generates_streams_and_measures(tiny_model):
     pieces: list[str] = []
     result = run_completion("The server keeps the model", model=tiny_model, n_predict=16, seed=11,
@@ -28,12 +29,14 @@ def test_generates_streams_and_measures(tiny_model):
     assert "--no-conversation" in record["command"]
 
 
+@pytest.mark.llama
 def test_seeded_runs_repeat(tiny_model):
     a = run_completion("Same seed", model=tiny_model, n_predict=10, seed=5, stream=False)
     b = run_completion("Same seed", model=tiny_model, n_predict=10, seed=5, stream=False)
     assert a.text == b.text
 
 
+@pytest.mark.llama
 def test_context_size_changes_the_kv_cache(tiny_model):
     small = run_completion("Context", model=tiny_model, n_predict=2, ctx_size=256, stream=False)
     big = run_completion("Context", model=tiny_model, n_predict=2, ctx_size=4096, stream=False)
@@ -57,6 +60,7 @@ def test_n_predict_below_minus_one_is_refused():
         run_completion("Hi", n_predict=-2)
 
 
+@pytest.mark.llama
 def test_corrupt_file_fails_with_log_tail(tmp_path, tiny_model):
     broken = tmp_path / "truncated.gguf"
     broken.write_bytes(tiny_model.read_bytes()[: 200_000])
@@ -67,6 +71,7 @@ def test_corrupt_file_fails_with_log_tail(tmp_path, tiny_model):
     assert "failed to load model" in err.value.log_tail or "error" in err.value.log_tail.lower()
 
 
+@pytest.mark.llama
 def test_crash_is_reported_as_a_crash(tmp_path, tiny_model):
     """F16 norm weights make ggml's CPU backend abort: a real crash (SIGABRT)."""
     crashing = tmp_path / "f16-norms.gguf"
@@ -90,6 +95,7 @@ def test_crash_is_reported_as_a_crash(tmp_path, tiny_model):
         run_completion("Hi", model=crashing, n_predict=4, stream=False)
 
 
+@pytest.mark.llama
 def test_timeout_stops_the_process(tiny_model):
     with pytest.raises(LlamaProcessError, match="did not finish within"):
         run_completion("Keep going", model=tiny_model, n_predict=-1, ctx_size=40960, timeout_s=1.0, stream=False)

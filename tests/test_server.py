@@ -25,6 +25,7 @@ def server(tiny_model):
         yield s
 
 
+@pytest.mark.llama
 def test_health_and_props(server):
     assert http_get(server.base_url + "/health") == (200, json.dumps({"status": "ok"}, separators=(",", ":")))
     status, body = http_get(server.base_url + "/props")
@@ -35,6 +36,7 @@ def test_health_and_props(server):
     assert server.ready_s is not None and 0 < server.ready_s < 60
 
 
+@pytest.mark.llama
 def test_stream_thinking_goes_to_reasoning(server):
     r = stream_chat(server.client(), "Why is decoding memory-bound?", max_tokens=12, thinking=True)
     assert r.reasoning and not r.content  # the template opened <think>; the model never closed it
@@ -43,6 +45,7 @@ def test_stream_thinking_goes_to_reasoning(server):
     assert r.server_timings["predicted_n"] == 12
 
 
+@pytest.mark.llama
 def test_stream_without_thinking_goes_to_content(server):
     chunks: list[tuple[str, str]] = []
     r = stream_chat(server.client(), "Hello", max_tokens=10, thinking=False,
@@ -52,6 +55,7 @@ def test_stream_without_thinking_goes_to_content(server):
     assert r.prompt_tokens > 0
 
 
+@pytest.mark.llama
 def test_plain_openai_call(server):
     client = server.client()
     (model,) = client.models.list().data
@@ -61,6 +65,7 @@ def test_plain_openai_call(server):
     assert resp.usage.completion_tokens == 5
 
 
+@pytest.mark.llama
 def test_server_stops_on_exit_and_after_errors(tiny_model):
     s = LocalServer.for_model(tiny_model)
     with pytest.raises(RuntimeError, match="boom"), s:
@@ -82,6 +87,7 @@ def test_port_in_use(tiny_model):
             LocalServer.for_model(tiny_model, port=port).start()
 
 
+@pytest.mark.llama
 def test_server_that_dies_while_loading(tmp_path, tiny_model):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(tiny_model.read_bytes()[:100_000])
@@ -92,6 +98,7 @@ def test_server_that_dies_while_loading(tmp_path, tiny_model):
     assert not s.running
 
 
+@pytest.mark.llama
 def test_api_key_is_enforced(tiny_model):
     with LocalServer.for_model(tiny_model, api_key="sesame") as s:
         assert http_get(s.base_url + "/health")[0] == 200  # health stays public
@@ -106,6 +113,7 @@ def test_wait_times_out_when_nothing_listens():
         wait_until_ready(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
 
 
+@pytest.mark.llama
 def test_concurrency_summary_survives_short_and_early_replies(server):
     """A one-token reply has no decode speed and real answers end early: the summary copes with both."""
     results, wall = concurrent_chats(server.client(), ["One", "Two", "Three"], max_tokens=1)
@@ -118,6 +126,7 @@ def test_concurrency_summary_survives_short_and_early_replies(server):
     assert both.mean_request_tokens_per_s == pytest.approx(sum(r.tokens_per_s for r in longer) / 2)
 
 
+@pytest.mark.llama
 def test_the_container_watchdog_sees_a_dead_server(tiny_model, tmp_path, monkeypatch):
     """The Modal server's start-up code, run here: when llama-server dies, the watchdog reports it."""
     import os
@@ -153,6 +162,7 @@ def test_the_container_refuses_to_start_without_a_key(tmp_path, monkeypatch):
         modal_server.start_llama_server(str(tmp_path), port=free_port(), on_exit=lambda code: None)
 
 
+@pytest.mark.llama
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_stops_cleanly_even_when_signalled_twice_mid_stream(sig):
     """`python -m helpers serve`: a second Ctrl-C while llama-server is busy must not leave it running."""
