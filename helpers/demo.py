@@ -78,13 +78,13 @@ def run_demo(model: str = "smollm2", n_predict: int = 16, chat_tokens: int = 64)
     """Run the whole path and return its report (printing progress on the way)."""
     from helpers.models import resolve_model
 
-    spec = llamacpp.BuildSpec.local()
-    print(f"[1/5] llama.cpp {LLAMA_CPP_COMMIT[:7]} ({'CUDA' if spec.cuda else 'CPU'} build)", flush=True)
-    llamacpp.build(spec)
-
-    print(f"[2/5] model: {model}", flush=True)
+    print(f"[1/5] model: {model}", flush=True)  # first: a wrong name should not wait for a build
     path = resolve_model(model)
     print(f"      {path}" + ("  (random weights: expect gibberish)" if "synthetic" in path.name else ""))
+
+    spec = llamacpp.BuildSpec.local()
+    print(f"[2/5] llama.cpp {LLAMA_CPP_COMMIT[:7]} ({'CUDA' if spec.cuda else 'CPU'} build)", flush=True)
+    llamacpp.build(spec)
 
     print(f"[3/5] llama-completion, greedy, {n_predict} tokens: {DEMO_PROMPT!r}", flush=True)
     completion = run_completion(DEMO_PROMPT, model=path, n_predict=n_predict, temperature=0.0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from helpers import process
 from helpers.loadgen import DEFAULT_LEVELS, sweep
 from helpers.results import write_json
 
@@ -58,7 +59,7 @@ def llama_bench(model: str, flash_attn: tuple[int, ...] = (0, 1), n_gen: int = 1
 
     args = [str(llamacpp.binary("llama-bench")), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen),
             "-fa", ",".join(map(str, flash_attn)), "-o", "json", *extra]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    out = process.run(args, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"llama-bench failed: {out.stderr[-1500:]}")
     keep = ("n_prompt", "n_gen", "flash_attn", "avg_ts", "stddev_ts", "n_gpu_layers", "gpu_info", "backends")
@@ -87,8 +88,7 @@ def graph_nodes(model: str) -> dict[str, int]:
     from helpers.logs import read_jsonl
 
     settings = CompletionSettings(model=str(model), prompt="Hi", n_predict=2, extra_args=("-v",))
-    out = subprocess.run(completion_args(llamacpp.binary("llama-completion"), settings), capture_output=True,
-                         text=True, timeout=600, stdin=subprocess.DEVNULL)
+    out = process.run(completion_args(llamacpp.binary("llama-completion"), settings), timeout=600)
     messages = "\n".join(read_jsonl(out.stdout.splitlines()).messages)
     m = re.search(r"graph: nodes = (\d+), splits = (\d+)", messages)
     return {"nodes": int(m[1]), "splits": int(m[2])} if m else {}

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from helpers import process
 from helpers.config import (
     LLAMA_CPP_BUILD_NUMBER,
     LLAMA_CPP_COMMIT,
@@ -500,15 +501,18 @@ def _progress_bar(spec: BuildSpec, enabled: bool):  # noqa: ANN202 - tqdm type v
 def _run_logged(cmd: list[str], log, log_path: Path, bar) -> None:  # noqa: ANN001
     log.write("$ " + " ".join(cmd) + "\n")
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        log.write(line)
-        m = _PROGRESS.match(line)
-        if bar is not None and m:
-            bar.update(max(0, int(m.group(1)) - bar.n))
-    rc = proc.wait()
+    # Guarded like a server: an interrupted or killed build takes cmake's compiler jobs with it.
+    proc = process.spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            m = _PROGRESS.match(line)
+            if bar is not None and m:
+                bar.update(max(0, int(m.group(1)) - bar.n))
+        proc.wait()
+    finally:
+        rc = process.stop(proc, grace_s=2.0)
     log.flush()
     if rc != 0:
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])

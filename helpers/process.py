@@ -132,6 +132,7 @@ def spawn(
     env: Mapping[str, str] | None = None,
     stdout=subprocess.PIPE,  # noqa: ANN001 - file, PIPE or DEVNULL
     stderr=subprocess.PIPE,  # noqa: ANN001
+    cwd: str | os.PathLike[str] | None = None,
 ) -> GuardedPopen:
     """Popen in a new process group, stdin closed, guarded so that it dies with this process.
 
@@ -155,12 +156,39 @@ def spawn(
         stderr=stderr,
         env=full_env,
         process_group=0,
+        cwd=cwd,
         text=True,
         errors="replace",
         bufsize=1,
     )
     proc._attach_guardian()
     return proc
+
+
+def run(
+    args: Sequence[str],
+    *,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stdout=subprocess.PIPE,  # noqa: ANN001 - file, PIPE or DEVNULL
+    stderr=subprocess.PIPE,  # noqa: ANN001
+) -> subprocess.CompletedProcess:
+    """``subprocess.run`` for the course's long-running tools (llama-quantize, llama-bench, cmake, npm).
+
+    The same guarantees as :func:`spawn`: its own process group, a guardian that ends it if
+    this Python process dies, and — on a timeout or an interrupt — the whole group stopped
+    before the exception goes on (``subprocess.run`` kills only the direct child, so a
+    ``make`` or ``npm`` would leave its workers running).
+    """
+    proc = spawn(args, env=env, stdout=stdout, stderr=stderr, cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        stop(proc, grace_s=2.0)
+        raise
+    stop(proc)  # reaps the guardian (the process itself has exited)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> int | None:

@@ -182,15 +182,14 @@ def quantize(source: str, target: str, quant: str, timeout_s: float = 1800) -> s
     finished. Errors carry llama-quantize's last log lines.
     """
     import os
-    import subprocess
 
     from helpers import llamacpp, process
     from helpers.errors import LlamaProcessError
 
     preset(quant)
     tmp = f"{target}.tmp-{os.getpid()}"
-    proc = subprocess.run([str(llamacpp.binary("llama-quantize")), str(source), tmp, preset(quant).name],
-                          capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    proc = process.run([str(llamacpp.binary("llama-quantize")), str(source), tmp, preset(quant).name],
+                       timeout=timeout_s)
     if proc.returncode != 0:
         if os.path.exists(tmp):
             os.unlink(tmp)

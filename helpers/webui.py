@@ -26,6 +26,7 @@ import zipfile
 from functools import cache
 from pathlib import Path
 
+from helpers import process
 from helpers.config import LLAMA_CPP_BUILD_NUMBER, LLAMA_CPP_COMMIT, cache_dir
 
 #: Node.js from PyPI, for machines without a recent one (and for the Modal image).
@@ -129,8 +130,8 @@ def _build_ui(source_tree: Path, dist: Path, progress: bool) -> Path | None:
                     print(f"Building the web UI: {step}…", file=sys.stderr, flush=True)
                 log.write(f"$ {shlex.join([*npm, *args])}\n")
                 log.flush()
-                proc = subprocess.run([*npm, *args], cwd=work, env={**env, **extra}, stdout=log,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                proc = process.run([*npm, *args], cwd=work, env={**env, **extra}, stdout=log,
+                                   stderr=subprocess.STDOUT)  # guarded: a killed build leaves no npm behind
                 if proc.returncode != 0:
                     print(f"! {step} failed (log: {log_path}); llama-server will be built without its web UI",
                           flush=True, file=sys.stderr)

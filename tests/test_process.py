@@ -150,3 +150,26 @@ def test_processes_die_with_their_starter_even_on_sigkill():
             starter.wait()
         for pid in _live(pids):  # only if the test failed: leave nothing behind
             os.kill(pid, signal.SIGKILL)
+
+
+def test_run_ends_the_whole_group_on_timeout():
+    """A tool that forks (make, npm) must not leave workers behind when its run times out."""
+    marker = "sleep 31.7"
+    with pytest.raises(subprocess.TimeoutExpired):
+        process.run(["sh", "-c", f"{marker} & wait"], timeout=0.5)
+    deadline = time.monotonic() + 5
+    while any(marker in p.command for p in process.live_processes()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(marker in p.command for p in process.live_processes())
+    done = process.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
+
+
+def test_a_failed_build_step_reports_its_log(tmp_path):
+    from helpers.errors import BuildError
+    from helpers.llamacpp import _run_logged
+
+    log_path = tmp_path / "build.log"
+    with open(log_path, "w") as log, pytest.raises(BuildError, match="exit code 3") as err:
+        _run_logged(["sh", "-c", "echo '[ 50%] Building x'; exit 3"], log, log_path, None)
+    assert "[ 50%] Building x" in str(err.value) and "[ 50%] Building x" in log_path.read_text()
