@@ -4,22 +4,27 @@ Two things are specific to llama-server and worth teaching:
 
 * ``/health`` answers **503 while the model is loading** and 200 once it can serve. A
   client that connects too early must wait and retry rather than fail; on Modal a cold
-  container makes this wait visible (seconds to minutes).
+  container makes this wait visible (seconds to minutes). Every other endpoint, ``/v1/…``
+  included, answers the same 503 ``Loading model`` until then, so :func:`stream_chat` retries
+  such a request until a deadline (:func:`retry_while_loading`) instead of failing.
 * Qwen3 "thinks" before answering. llama-server splits the ``<think>…</think>`` part off
   into ``reasoning_content``, so a streamed reply has two channels; we keep them apart.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from helpers.errors import ServerStartError
+
+T = TypeVar("T")
 
 
 def wait_until_ready(
@@ -85,6 +90,99 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout_s: float =
         return None, f"{type(exc).__name__}: {reason}"
 
 
+#: How long :func:`stream_chat` keeps retrying a request that meets a loading server. A cold
+#: Modal container reads and loads the 5.85 GB model in seconds (docs/cold_starts.md); five
+#: minutes leave room for a slow volume without letting a broken server hang a notebook forever.
+LOAD_TIMEOUT_S = 300.0
+#: The first pause between attempts, and the longest one (seconds).
+RETRY_BASE_S = 0.25
+RETRY_CAP_S = 4.0
+
+
+class ServerNotReadyError(ServerStartError):
+    """A request kept meeting a server that was loading (or not listening) until its deadline."""
+
+
+@dataclass
+class LoadWait:
+    """What :func:`retry_while_loading` went through before the call succeeded."""
+
+    attempts: int = 1
+    #: Seconds from the first attempt to the start of the one that succeeded.
+    waited_s: float = 0.0
+    #: The last refusal seen, e.g. ``503 Loading model`` (empty if the first attempt succeeded).
+    last_answer: str = ""
+
+
+def loading_answer(exc: BaseException) -> str | None:
+    """Why ``exc`` means "the server is not serving *yet*", or None if retrying would not help.
+
+    Two answers are worth waiting out: HTTP 503 (llama-server while it loads the model; a
+    platform's proxy while no container is ready) and a refused or reset connection (the port is
+    not open yet). A timeout is not one of them — the request may be running — nor is any other
+    status: a 401 or a 400 will not change by waiting.
+    """
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - openai is a dependency of the course
+        openai = None
+    if openai is not None:
+        if isinstance(exc, openai.APIStatusError) and exc.status_code == 503:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            detail = body.get("message") or (body.get("error") or {}).get("message") or exc.message
+            return f"503 {detail}".strip()
+        if isinstance(exc, openai.APITimeoutError):
+            return None
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc.__context__
+            return f"no connection ({type(cause).__name__ if cause else exc.message})"
+    if isinstance(exc, ConnectionError):
+        return f"no connection ({type(exc).__name__})"
+    return None
+
+
+def retry_while_loading(call: Callable[[], T], *, timeout_s: float | None = LOAD_TIMEOUT_S,
+                        base_s: float = RETRY_BASE_S, cap_s: float = RETRY_CAP_S, where: str = "the server",
+                        ) -> tuple[T, LoadWait]:
+    """Run ``call()`` until it gets past a loading server; return its result and how long that took.
+
+    A failure that :func:`loading_answer` recognises (503, connection refused) is retried after
+    a pause drawn at random between 0 and ``min(cap_s, base_s * 2**n)`` — exponential backoff
+    with full jitter, so that the many clients a cold container keeps waiting do not all retry
+    in the same instant. At ``timeout_s`` after the first attempt it gives up with one
+    :class:`ServerNotReadyError` that says what the server last answered. Any other error is
+    raised at once, unchanged. ``timeout_s=None`` (or 0) makes exactly one attempt.
+
+    This wraps what the ``openai`` client does itself: it retries a 503 too, but a fixed number
+    of times (``max_retries``, 2 by default, pauses from 0.5 s doubling), about 1.5 s in all —
+    shorter than a cold start. Here the budget is time, which is what a cold start costs.
+    """
+    if timeout_s is not None and timeout_s < 0:
+        raise ValueError(f"timeout_s must be >= 0 seconds or None, got {timeout_s}")
+    started = time.monotonic()
+    deadline = started + (timeout_s or 0.0)
+    attempt, last = 0, ""
+    while True:
+        attempt += 1
+        attempt_started = time.monotonic()
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 - classified below; anything unknown is re-raised as is
+            answer = loading_answer(exc)
+            if answer is None or not timeout_s:
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServerNotReadyError(
+                    f"{where} was still not serving after {timeout_s:g} s ({attempt} attempts; last answer: "
+                    f"{answer}). A cold server loads its model first: wait for it with wait_until_ready(), "
+                    "or allow more time (load_timeout_s=…).") from None
+            time.sleep(min(remaining, random.uniform(0.0, min(cap_s, base_s * 2 ** (attempt - 1)))))
+            last = answer
+            continue
+        return result, LoadWait(attempts=attempt, waited_s=attempt_started - started, last_answer=last)
+
+
 class StreamClock:
     """When the tokens of one streamed reply arrived — the course's only timing formula.
 
@@ -132,6 +230,10 @@ class ChatResult:
     prompt_tokens: int | None
     tokens_per_s: float | None  # decode speed after the first token
     server_timings: dict[str, Any] = field(default_factory=dict)
+    #: Attempts it took to get past a loading server, and the seconds spent waiting before the
+    #: attempt that was answered (TTFT and total_s count from that attempt).
+    attempts: int = 1
+    load_wait_s: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +249,7 @@ def stream_chat(
     thinking: bool | None = None,
     extra_body: dict[str, Any] | None = None,
     echo: bool | Callable[[str, str], None] = False,
+    load_timeout_s: float | None = LOAD_TIMEOUT_S,
 ) -> ChatResult:
     """Stream one chat completion through an ``openai.OpenAI`` client and time it.
 
@@ -154,6 +257,10 @@ def stream_chat(
     thinking on or off through the chat template (``enable_thinking``); None leaves the
     template's default. ``echo=True`` prints tokens as they arrive (reasoning first, then
     the answer); a callable gets ``(channel, text)`` with channel ``reasoning``/``content``.
+
+    A server that is still loading its model (503) or not listening yet is waited for, up to
+    ``load_timeout_s`` seconds (:func:`retry_while_loading`); None sends the request once. The
+    client's own ``max_retries`` still applies inside each attempt.
     """
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
@@ -162,8 +269,13 @@ def stream_chat(
         body.setdefault("chat_template_kwargs", {})["enable_thinking"] = thinking
     printer = _printer() if echo is True else (echo or None)
 
+    where = f"llama-server at {getattr(client, 'base_url', 'the given address')}"
+    waited_for_model = LoadWait()
+    if model is None:
+        model, waited_for_model = retry_while_loading(lambda: _first_model(client), timeout_s=load_timeout_s,
+                                                      where=where)
     kwargs: dict[str, Any] = {
-        "model": model or _first_model(client),
+        "model": model,
         "messages": messages,
         "max_tokens": max_tokens,
         "stream": True,
@@ -178,8 +290,12 @@ def stream_chat(
     finish_reason = None
     usage = None
     timings: dict[str, Any] = {}
-    clock = StreamClock()
-    for chunk in client.chat.completions.create(**kwargs):
+    def open_stream() -> tuple[StreamClock, Any]:
+        clock = StreamClock()  # each attempt restarts the clock: TTFT is the answered request's
+        return clock, client.chat.completions.create(**kwargs)
+
+    (clock, stream), waited = retry_while_loading(open_stream, timeout_s=load_timeout_s, where=where)
+    for chunk in stream:
         extra = chunk.model_extra or {}
         if extra.get("timings"):
             timings = dict(extra["timings"])
@@ -215,6 +331,8 @@ def stream_chat(
         prompt_tokens=usage.prompt_tokens if usage is not None else None,
         tokens_per_s=clock.tokens_per_s(n_tokens),
         server_timings=timings,
+        attempts=waited_for_model.attempts + waited.attempts - 1,
+        load_wait_s=waited_for_model.waited_s + waited.waited_s,
     )
 
 
