@@ -189,9 +189,10 @@ def test_bench_against_a_real_server(tiny_model, tmp_path):
     from helpers.runtime import LocalServer
 
     with LocalServer.for_model(tiny_model, parallel=2, ctx_per_slot=512) as server:
-        out = _cli("bench", "--url", server.base_url, "--levels", "1, 2", "--tokens", "4",
-                   "--out", str(tmp_path / "rows.json"))
+        out = _cli("bench", "--url", server.base_url, "--levels", "1, 2", "--tokens", "4", "--json",
+                   "--out", str(tmp_path / "report.json"))
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = json.loads(out.stdout)
-    assert rows == json.loads((tmp_path / "rows.json").read_text())
-    assert [r["concurrency"] for r in rows] == [1, 2] and all(r["all_full_length"] for r in rows)
+    report = json.loads(out.stdout)
+    assert report == json.loads((tmp_path / "report.json").read_text())
+    levels = report["levels"]
+    assert [r["concurrency"] for r in levels] == [1, 2] and all(r["all_full_length"] for r in levels)
