@@ -24,6 +24,7 @@ import modal
 from helpers import config, llamacpp
 from helpers.modal_settings import ModalSettings
 
+#: Modal takes timeouts in seconds; ``30 * MINUTES`` reads better than ``1800``.
 MINUTES = 60
 #: Read once, here, from the deploying machine's environment — and, inside a container, from
 #: the ENV lines the images below carry, so both sides agree. A bad value stops `modal run` /
@@ -33,11 +34,15 @@ try:
 except ValueError as exc:
     raise SystemExit(f"error: {exc}") from None
 
+#: The Hugging Face Hub client, installed with ``uv`` (fast, cached) in both images, so that
+#: :mod:`helpers.hub` and :mod:`helpers.models` work in a container as they do locally.
 HUB_PACKAGES = ("huggingface-hub>=0.34",)
 #: Compilers and cmake for the build; OpenSSL so llama.cpp's HTTPS client works as it does
 #: locally; the OpenMP runtime the CPU backend links against.
 INFERENCE_APT_PACKAGES = ("build-essential", "cmake", "libssl-dev", "libgomp1")
 
+#: Persistent disks that outlive containers: the downloaded models (read by the PoC and the
+#: server), and one JSON record per PoC run. Created on first use.
 model_volume = modal.Volume.from_name(config.MODEL_VOLUME, create_if_missing=True)
 results_volume = modal.Volume.from_name(config.RESULTS_VOLUME, create_if_missing=True)
 
@@ -48,6 +53,7 @@ def settings_env(settings: ModalSettings = SETTINGS) -> dict[str, str]:
 
 
 def download_image(settings: ModalSettings = SETTINGS) -> modal.Image:
+    """Slim Debian with the Hub client: a minute to build, nothing to compile."""
     return (
         modal.Image.debian_slim(python_version="3.11")
         .uv_pip_install(*HUB_PACKAGES)

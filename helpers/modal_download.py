@@ -3,11 +3,14 @@
     modal run -m helpers.modal_download                                     # Qwen/Qwen3-8B-GGUF, Q5_K_M
     modal run -m helpers.modal_download --model Qwen/Qwen3-8B-GGUF --quant Q8_0
 
-This app holds nothing but the download, so running it builds only the small download image
-and needs no API-key secret and no GPU. The PoC app includes it (it downloads before it
-generates); the server reads what it left in the volume. A file already there is not
-downloaded again. For a gated repository, put your Hub token in a Modal Secret and name it:
-``LLAMACPP_COURSE_HF_SECRET=my-hf-secret`` (the Secret holds ``HF_TOKEN``).
+Downloading 6 GB is I/O, not compute, so it runs on a cheap CPU container, never on a GPU
+billed by the second. The app holds nothing but the download, so running it builds only the
+small download image and needs no API-key secret. The PoC app includes this function (it
+downloads before it generates); the server reads what it left in the volume. A file already
+there is not downloaded again.
+
+For a gated repository (or higher Hub rate limits), put your Hub token in a Modal Secret and
+name it when you run: ``LLAMACPP_COURSE_HF_SECRET=my-hf-secret`` (the Secret holds ``HF_TOKEN``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def download_model_file(repo_id: str, quant: str, revision: str | None = None) -
 
 @app.local_entrypoint()
 def main(model: str = SETTINGS.repo, quant: str = SETTINGS.quant) -> None:
+    """What ``modal run`` calls on your machine: check the repository id, then download remotely."""
     from helpers.hub import parse_repo_id
 
     parse_repo_id(model)  # a malformed id fails here, before any container starts

@@ -4,15 +4,21 @@
     modal run -m helpers.modal_poc --prompt "Hi" --model Qwen/Qwen3-8B-GGUF --quant Q5_K_M --n-predict 256 \\
         --args "--temp 0.6 --top-p 0.95"
 
-Flow: ``download_model_file`` (CPU container, skipped when cached; :mod:`helpers.modal_download`)
-puts the file in the ``llamacpp-cache`` volume; ``model_inference`` (GPU container) runs
-``llama-completion`` through :func:`helpers.runtime.run_completion` — the very function the
-local backend uses — streams the text to the logs, and stores a JSON record in the
-``llamacpp-results`` volume. The local entrypoint prints a summary and keeps a copy of the
-record under ``./results``.
+Two functions, called one after the other by the local entrypoint:
 
-Unlike a chat-mode ``llama-cli`` call, the generation is non-interactive: it can never sit
-waiting for a keyboard in a container that has none.
+1. ``download_model_file`` (:mod:`helpers.modal_download`, a CPU container) puts the file in
+   the ``llamacpp-cache`` volume, or finds it there;
+2. ``model_inference`` (a GPU container) runs ``llama-completion`` through
+   :func:`helpers.runtime.run_completion` — the very function the local backend uses —
+   streams the text to the logs, and stores a JSON record in the ``llamacpp-results`` volume.
+
+The entrypoint prints the text and llama.cpp's speed figures, and keeps a copy of the record
+under ``./results``. The generation is non-interactive (``llama-completion --no-conversation``,
+no keyboard attached): unlike a chat-mode ``llama-cli``, it can never sit waiting for input in
+a container that has none while the GPU is billed.
+
+Cost: the first run builds the CUDA image (10–15 minutes, once); after that a run holds an L4
+for about a minute, a few cents (``helpers.gpus`` has the prices).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from helpers.modal_common import MINUTES, SETTINGS, inference_image, model_volum
 from helpers.modal_download import app as download_app
 from helpers.modal_download import download_model_file
 
-#: Tokens generated when the command line does not say (``--n-predict``).
+#: Tokens generated when the command line does not say (``--n-predict``): enough to read the
+#: decode speed off a steady stretch, few enough that a run cannot ramble on for minutes.
 N_PREDICT = 256
 
 app = modal.App(config.MODAL_POC_APP)
@@ -55,6 +62,7 @@ def model_inference(model_file: str, prompt: str, n_predict: int = N_PREDICT, ex
 @app.local_entrypoint()
 def main(prompt: str, model: str = SETTINGS.repo, quant: str = SETTINGS.quant, n_predict: int = N_PREDICT,
          args: str = "") -> None:
+    """What ``modal run`` calls on your machine; ``args`` are extra llama-completion flags, as one string."""
     from helpers.hub import parse_repo_id
     from helpers.results import save_record
 

@@ -13,6 +13,10 @@ a broken file), a watchdog stops the container, so Modal starts a fresh one inst
 routing requests to a dead port until the container scales down — which, with
 ``min_containers=1``, would be never.
 
+Cost: nothing while no container runs. A container runs from the first request until
+``scaledown_window`` idle seconds after the last one (5 minutes by default), billed by the
+second — about $0.80 an hour on an L4. ``min_containers=1`` keeps one warm, and billed, all day.
+
 The GPU, the model, warm containers and scale-down come from the deploy settings
 (:mod:`helpers.modal_settings`); the llama-server flags from :mod:`helpers.server_config`.
 """
@@ -34,7 +38,8 @@ from helpers.server_config import course_server_settings
 #: llama-server's port inside the container; ``@modal.web_server`` forwards HTTPS to it.
 PORT = 8080
 #: Requests one container accepts at once. Beyond the 8 slots they queue inside llama-server
-#: (their time to first token grows, see the benchmarks) instead of starting a second GPU.
+#: (their time to first token grows, see docs/benchmarks.md) instead of starting a second GPU;
+#: only more than 32 at once make Modal start another container.
 MAX_INPUTS = 32
 #: Loading 6 GB from the volume into GPU memory takes well under a minute; ten leave room
 #: for a cold volume and a bigger model.
@@ -85,12 +90,15 @@ def start_llama_server(model_dir: str = config.MODEL_DIR, *, port: int = PORT, h
     return proc
 
 
+# The timeout is Modal's maximum, a day, so that it never cuts the server short; what stops an
+# idle container is scaledown_window, and min_containers > 0 keeps that many running anyway.
 @app.function(image=inference_image(), gpu=SETTINGS.gpu.spec, volumes={config.MODEL_DIR: model_volume},
               secrets=secrets, timeout=24 * 60 * MINUTES, scaledown_window=SETTINGS.scaledown_s,
               min_containers=SETTINGS.min_containers)
 @modal.concurrent(max_inputs=MAX_INPUTS)
 @modal.web_server(port=PORT, startup_timeout=STARTUP_TIMEOUT_S)
 def serve() -> None:
+    """Runs once per container: start llama-server and return; Modal then forwards requests to ``PORT``."""
     start_llama_server()
 
 
