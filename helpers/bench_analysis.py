@@ -94,3 +94,42 @@ def with_roofline(table: Any, gpu: str, model: str = "Qwen3-8B", quant: str = "Q
     out["per-stream / roofline"] = out["per_stream_tokens_per_s"] / roof
     out["aggregate / roofline"] = out["aggregate_tokens_per_s"] / roof
     return out
+
+
+# --- server efficiency (helpers.server_efficiency) ------------------------------------------
+EFFICIENCY = RECORDED.parent / "h200-efficiency-2026-11-27"
+
+
+def _load(name: str, directory: str | Path = EFFICIENCY) -> Any:
+    return json.loads((Path(directory) / name).read_text())
+
+
+def efficiency_rows(directory: str | Path = EFFICIENCY) -> list[dict[str, Any]]:
+    """Per configuration and slot count: the server's decode speed (best of its waves, all streams
+    generating) against llama-batched-bench's S_TG at the same N — with the engine measured at the
+    server's own prompt length (344 tokens), so both attend over the same context."""
+    suite = _load("efficiency.json", directory)
+    matched = {int(r["b"]): r["s_tg"] for r in _load("matched.json", directory)["bb_344"]}
+    rows = []
+    for run in suite["servers"]:
+        best = max(w["decode_tokens_per_s"] for w in run["waves"])
+        n = run["n"]
+        rows.append({"config": run["name"], "n": n, "server_decode_tokens_per_s": best,
+                     "engine_s_tg": matched[n], "efficiency": best / matched[n],
+                     "ttft_max_s": min(w["ttft_max_s"] for w in run["waves"])})
+    return rows
+
+
+def quant_scaling(directory: str | Path = EFFICIENCY) -> dict[str, dict[int, float]]:
+    """llama-batched-bench's aggregate decode speed per quant type and batch size."""
+    return {q: {int(r["b"]): r["s_tg"] for r in rows} for q, rows in _load("quant_scaling.json", directory).items()}
+
+
+def per_slot_overhead_ms(directory: str | Path = EFFICIENCY) -> dict[int, float]:
+    """Extra milliseconds per decode step the server spends over the engine, per slot count."""
+    out = {}
+    for r in efficiency_rows(directory):
+        if r["config"] == "course":
+            n = r["n"]
+            out[n] = (n / r["server_decode_tokens_per_s"] - n / r["engine_s_tg"]) * 1e3
+    return out
