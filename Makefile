@@ -3,6 +3,7 @@
 #   make test   ruff + pytest (helpers) + nbval (every notebook), on this machine's CPU only
 #   make test-fast   ruff + the tests that need no llama.cpp build (-m "not llama"): seconds, no notebooks
 #   make test-modal   notebooks 03-05 against your Modal account (costs money; opt-in)
+#   make notebooks   re-run every notebook and store its outputs (as the committed files are made)
 # Both create/reuse .venv, install the project, and build llama.cpp once into the user
 # cache (~/.cache/llamacpp-course, or $LLAMACPP_COURSE_CACHE), keyed by commit and flags.
 
@@ -13,7 +14,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv llama demo test test-fast test-modal lint clean
+.PHONY: all venv llama demo test test-fast test-modal notebooks lint clean
 
 all: demo
 
@@ -52,6 +53,14 @@ test: lint
 # llama_bin fixture, and makes an unmarked test that asks for a binary fail at once).
 test-fast: lint
 	$(HERMETIC) $(BIN)/python -m pytest -p no:cacheprovider -p no:nbval -q -m "not llama" tests $(PYTEST_ARGS)
+
+# Re-run every notebook (lessons and solutions) and store its outputs, the way the committed files are made:
+# hermetic like `make test`, then a second pass that merges each cell's streamed fragments into one output
+# (nbconvert merges before executing, not after, so one pass is not enough).
+NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb notebooks/solutions/*.ipynb))
+notebooks: llama
+	$(HERMETIC) $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 $(NOTEBOOKS)
+	$(BIN)/jupyter nbconvert --to notebook --inplace --coalesce-streams $(NOTEBOOKS)
 
 # Opt-in, and it costs money: run notebooks 03-05 against your Modal account. `doctor --modal`
 # first checks, for free, what they need: a token, LLAMA_API_KEY, the model in the volume
