@@ -4,11 +4,12 @@ build     build the pinned llama.cpp for this machine (cached)
 synth     write a synthetic Qwen3 GGUF (tiny, or with Qwen3-8B's exact shapes)
 complete  one non-interactive generation with llama-completion
 serve     a local llama-server (web UI + OpenAI API) with the course's settings, until Ctrl-C
+          (--router: several models behind one address, loaded on demand)
 demo      the whole local path, end to end (what `make demo` runs)
 size      predicted GGUF file size for a model config and quantization
 memory    predicted llama.cpp memory breakdown on a GPU (or the CPU)
 doctor    check the environment and say what to fix
-bench     concurrency sweep against a running server (local or Modal)
+bench     load test a running server: latency percentiles, throughput, goodput (closed loop or Poisson rate)
 gpu-bench the GPU measurement suite (synthetic Qwen3-8B, llama-bench, server configurations)
 modal-plan what the course will build and run on Modal (images as Dockerfile lines), offline
 
@@ -76,10 +77,21 @@ def _complete(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from helpers.runtime import serve_foreground
+    from helpers.runtime import ROUTER_MODELS, serve_foreground, serve_router_foreground
 
-    raise SystemExit(serve_foreground(args.model, port=args.port, parallel=args.parallel, api_key_env=args.api_key_env,
-                                      host=args.host))
+    if not args.router:
+        if args.models is not None or args.models_max is not None:
+            raise ValueError(f"{'--models' if args.models is not None else '--models-max'} is for several models "
+                             "behind one server: add --router (or use --model for one model)")
+        raise SystemExit(serve_foreground(args.model or "smollm2", port=args.port, parallel=args.parallel,
+                                          api_key_env=args.api_key_env, host=args.host))
+    if args.model is not None:
+        raise ValueError("--model picks the one model of a single server; with --router list them: --models a,b")
+    models = ROUTER_MODELS if args.models is None else [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.models_max is not None and args.models_max < 0:
+        raise ValueError(f"--models-max is {args.models_max}; give a whole number >= 0 (0 = no limit)")
+    raise SystemExit(serve_router_foreground(models, port=args.port, models_max=args.models_max,
+                                             parallel=args.parallel, api_key_env=args.api_key_env, host=args.host))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -166,13 +178,24 @@ def _doctor(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from helpers.loadgen import sweep
+    from helpers.loadgen import DEFAULT_LEVELS, benchmark, render_table
     from helpers.results import write_json
 
-    rows = sweep(args.url, args.levels, args.tokens, api_key=args.api_key)
+    rates = None
+    if args.rate is not None or args.rates is not None:
+        if args.levels is not None:
+            raise ValueError("--levels (concurrent users) and --rate/--rates (requests per second) are two modes; "
+                             "give one of them")
+        if args.rate is not None and args.rates is not None:
+            raise ValueError("--rate and --rates both given; give one rate with --rate or several with --rates")
+        rates = (args.rate,) if args.rate is not None else args.rates
+    report = benchmark(args.url, levels=args.levels or DEFAULT_LEVELS, rates=rates, max_tokens=args.tokens,
+                       requests=args.requests, api_key=args.api_key, seed=args.seed,
+                       slo={"ttft_s": args.slo_ttft, "itl_s": args.slo_itl},
+                       crosstalk=args.crosstalk_prompts if args.check_crosstalk else None, timeout_s=args.timeout)
     if args.out:
-        write_json(rows, args.out)
-    print(json.dumps(rows, indent=2))
+        write_json(report, args.out)
+    print(json.dumps(report, indent=2) if args.json else render_table(report))
 
 
 def _gpu_bench(args: argparse.Namespace) -> None:
@@ -256,13 +279,23 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("extra", nargs="*", help="extra llama.cpp arguments after --")
     c.set_defaults(func=_complete)
 
+    from helpers.server_config import ROUTER_MODELS_MAX
+
     sv = sub.add_parser("serve", help="a local llama-server with the course's settings, in the foreground")
-    sv.add_argument("--model", default="smollm2", help=MODEL_HELP)
+    sv.add_argument("--model", default=None, help=MODEL_HELP)
     sv.add_argument("--port", type=int, default=8080)
     sv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let other machines in (use a key then)")
-    sv.add_argument("--parallel", type=int, default=None, help="slots (default: the course's 8)")
+    sv.add_argument("--parallel", type=int, default=None, help="slots (default: the course's 8), for each model")
     sv.add_argument("--api-key-env", default=None, metavar="VAR",
                     help="require the key stored in this environment variable (e.g. LLAMA_API_KEY)")
+    sv.add_argument("--router", action="store_true",
+                    help="several models behind one address (llama-server's router mode), loaded on demand")
+    sv.add_argument("--models", default=None, metavar="A,B,…",
+                    help="with --router: the models, comma-separated, each as --model takes it "
+                         "(default: smollm2,synthetic)")
+    sv.add_argument("--models-max", type=int, default=None, metavar="N",
+                    help="with --router: models loaded at once; the least recently used is unloaded "
+                         f"(default: the course's {ROUTER_MODELS_MAX}; 0 = no limit)")
     sv.set_defaults(func=_serve)
 
     d = sub.add_parser("demo", help="the end-to-end local demo")
@@ -296,13 +329,44 @@ def parser() -> argparse.ArgumentParser:
                      help="only what running the notebooks on Modal needs: token, key, model in the volume, server")
     doc.set_defaults(func=_doctor)
 
-    bn = sub.add_parser("bench", help="concurrency sweep against a server")
+    def positive_number(text: str) -> float:
+        """bench's rates, objectives and timeout: a finite number > 0."""
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; give one > 0, e.g. 0.5") from None
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"{text!r} is not above 0; give a number > 0, e.g. 0.5")
+        return value
+
+    def rates(text: str) -> tuple[float, ...]:
+        """--rates: requests per second, numbers > 0 separated by commas."""
+        return tuple(positive_number(part.strip()) for part in text.split(","))
+
+    bn = sub.add_parser("bench", help="load test a server: latency percentiles, throughput, goodput")
     bn.add_argument("--url", required=True, help="server base URL (without /v1)")
     bn.add_argument("--api-key", default=None)
-    bn.add_argument("--levels", type=_levels, default=(1, 2, 4, 8, 16, 32),
-                    help="concurrency levels, comma-separated (default: 1,2,4,8,16,32)")
+    bn.add_argument("--levels", type=_levels, default=None,
+                    help="closed loop: concurrent users, comma-separated (the default mode; default: 1,2,4,8,16,32)")
+    bn.add_argument("--rate", type=positive_number, default=None,
+                    help="open loop: requests per second, Poisson arrivals (instead of --levels)")
+    bn.add_argument("--rates", type=rates, default=None, help="open loop: several rates, e.g. 0.5,1,2")
+    bn.add_argument("--requests", type=_int_at_least(1), default=None,
+                    help="requests per level (default: one per user; 32 per rate)")
+    bn.add_argument("--seed", type=int, default=0, help="seed of the Poisson arrivals (default: 0)")
     bn.add_argument("--tokens", type=_int_at_least(1), default=128, help="tokens per request (default: 128)")
-    bn.add_argument("--out", default=None)
+    bn.add_argument("--slo-ttft", type=positive_number, default=2.0,
+                    help="goodput's time-to-first-token objective in seconds (default: 2)")
+    bn.add_argument("--slo-itl", type=positive_number, default=0.1,
+                    help="goodput's objective for a request's mean gap between tokens, seconds (default: 0.1)")
+    bn.add_argument("--check-crosstalk", action="store_true",
+                    help="also check that replies at temperature 0 are the same alone and served together")
+    bn.add_argument("--crosstalk-prompts", type=_int_at_least(1), default=4,
+                    help="distinct prompts for --check-crosstalk (default: 4)")
+    bn.add_argument("--timeout", type=positive_number, default=600.0,
+                    help="seconds one request may take before it counts as failed (default: 600)")
+    bn.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    bn.add_argument("--out", default=None, help="also write the JSON object to this file")
     bn.set_defaults(func=_bench)
 
     gb = sub.add_parser("gpu-bench", help="the GPU measurement suite")

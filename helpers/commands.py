@@ -116,19 +116,8 @@ class ServerSettings:
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be 1..65535, got {self.port}")
-        if self.parallel < 1:
-            raise ValueError(f"parallel must be >= 1, got {self.parallel}")
-        if self.ctx_per_slot < 1:
-            raise ValueError(f"ctx_per_slot must be >= 1, got {self.ctx_per_slot}")
-        if self.flash_attn not in FLASH_ATTN_CHOICES:
-            raise ValueError(f"flash_attn must be one of {FLASH_ATTN_CHOICES}, got {self.flash_attn!r}")
-        _check_gpu_layers(self.n_gpu_layers)
+        _check_server_fields(self)
         object.__setattr__(self, "model", str(self.model))
-        object.__setattr__(self, "extra_args", tuple(str(a) for a in self.extra_args))
 
     @property
     def model_name(self) -> str:
@@ -138,17 +127,38 @@ class ServerSettings:
 
 def server_args(binary: str | os.PathLike[str], s: ServerSettings) -> list[str]:
     """Command line for llama-server with explicit host and port (the default port moved)."""
-    args = [
-        str(binary),
-        "--model", s.model,
-        "--host", s.host,
-        "--port", str(s.port),
+    args = [str(binary), "--model", s.model, "--host", s.host, "--port", str(s.port), *_slot_args(s),
+            "--alias", s.model_name]
+    return args + _tail_args(s)
+
+
+def _check_server_fields(s: ServerSettings | RouterSettings) -> None:
+    """The checks a single server and a router share (a router's instances are single servers)."""
+    if s.max_tokens is not None and s.max_tokens < 1:
+        raise ValueError(f"max_tokens must be >= 1, got {s.max_tokens}")
+    if not 0 < s.port < 65536:
+        raise ValueError(f"port must be 1..65535, got {s.port}")
+    if s.parallel < 1:
+        raise ValueError(f"parallel must be >= 1, got {s.parallel}")
+    if s.ctx_per_slot < 1:
+        raise ValueError(f"ctx_per_slot must be >= 1, got {s.ctx_per_slot}")
+    if s.flash_attn not in FLASH_ATTN_CHOICES:
+        raise ValueError(f"flash_attn must be one of {FLASH_ATTN_CHOICES}, got {s.flash_attn!r}")
+    _check_gpu_layers(s.n_gpu_layers)
+    object.__setattr__(s, "extra_args", tuple(str(a) for a in s.extra_args))
+
+
+def _slot_args(s: ServerSettings | RouterSettings) -> list[str]:
+    return [
         "--parallel", str(s.parallel),
         "--ctx-size", str(s.parallel * s.ctx_per_slot),
         "--n-gpu-layers", _check_gpu_layers(s.n_gpu_layers),
         "--flash-attn", s.flash_attn,
-        "--alias", s.model_name,
     ]
+
+
+def _tail_args(s: ServerSettings | RouterSettings) -> list[str]:
+    args = []
     if s.threads is not None:
         args += ["--threads", str(s.threads)]
     if s.max_tokens is not None:
@@ -156,6 +166,68 @@ def server_args(binary: str | os.PathLike[str], s: ServerSettings) -> list[str]:
     return args + list(s.extra_args)
 
 
-def server_env(s: ServerSettings) -> dict[str, str]:
-    """Environment additions for llama-server (the API key, when there is one)."""
+#: Flags that name the one model of a single server: a router has none (it names its models after their files).
+_SINGLE_MODEL_FLAGS = ("-m", "--model", "-hf", "--hf-repo", "-a", "--alias")
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """A llama-server in **router mode**: several models behind one address, loaded on demand.
+
+    Started without a model, llama-server becomes a router: it lists the GGUF files of
+    ``models_dir`` as models (a file ``smollm2.gguf`` is the model ``smollm2``), starts one
+    child llama-server per model when a request names it (the ``model`` field), and forwards
+    the request there. Its own command-line arguments are passed on to every child, so the
+    per-instance fields below (slots, context per slot, flash attention, reply cap…) mean
+    exactly what they mean in :class:`ServerSettings`, for each model: every loaded model has
+    its own KV cache of ``parallel * ctx_per_slot`` tokens. At most ``models_max`` children run
+    at once (0: no limit); loading one more first unloads the least recently used. With
+    ``autoload=False`` a request for an unloaded model fails until ``POST /models/load``.
+    """
+
+    models_dir: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Models loaded at once (llama.cpp's default is 4; 0 means no limit).
+    models_max: int = 4
+    autoload: bool = True
+    parallel: int = 1
+    ctx_per_slot: int = 4096
+    n_gpu_layers: int | str = ALL_LAYERS
+    flash_attn: str = "auto"
+    api_key: str | None = field(default=None, repr=False)
+    threads: int | None = None
+    max_tokens: int | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_server_fields(self)
+        if isinstance(self.models_max, bool) or not isinstance(self.models_max, int) or self.models_max < 0:
+            raise ValueError(f"models_max must be a whole number >= 0 (0 = no limit), got {self.models_max!r}")
+        clash = [a for a in self.extra_args if a.split("=")[0] in _SINGLE_MODEL_FLAGS]
+        if clash:
+            raise ValueError(f"{clash[0]} names a single model, which turns the router off; put the model's file "
+                             f"in {self.models_dir} instead")
+        object.__setattr__(self, "models_dir", str(self.models_dir))
+
+
+def router_args(binary: str | os.PathLike[str], s: RouterSettings) -> list[str]:
+    """Command line for llama-server in router mode: no ``--model``, a ``--models-dir`` instead.
+
+    Every argument after the router's own (``--models-*``, host, port) reaches each model's
+    instance unchanged; the router gives each child its own port and ``--alias`` (the model's name).
+    """
+    args = [str(binary), "--models-dir", s.models_dir, "--models-max", str(s.models_max)]
+    if not s.autoload:
+        args.append("--no-models-autoload")
+    args += ["--host", s.host, "--port", str(s.port), *_slot_args(s)]
+    return args + _tail_args(s)
+
+
+def server_env(s: ServerSettings | RouterSettings) -> dict[str, str]:
+    """Environment additions for llama-server (the API key, when there is one).
+
+    A router's children inherit its environment, so each instance checks the same key; the
+    router forwards the client's ``Authorization`` header with every request it passes on.
+    """
     return {"LLAMA_API_KEY": s.api_key} if s.api_key else {}

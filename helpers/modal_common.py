@@ -37,6 +37,9 @@ except ValueError as exc:
 #: The Hugging Face Hub client, installed with ``uv`` (fast, cached) in both images, so that
 #: :mod:`helpers.hub` and :mod:`helpers.models` work in a container as they do locally.
 HUB_PACKAGES = ("huggingface-hub>=0.34",)
+#: The memory calculator's one dependency (the ggml types' sizes), pinned as in pyproject.toml: the
+#: server in router mode reads each model's header to check how many fit the GPU together.
+CALCULATOR_PACKAGES = ("gguf==0.19.0",)
 #: Compilers and cmake for the build; OpenSSL so llama.cpp's HTTPS client works as it does
 #: locally; the OpenMP runtime the CPU backend links against.
 INFERENCE_APT_PACKAGES = ("build-essential", "cmake", "libssl-dev", "libgomp1")
@@ -69,7 +72,7 @@ def inference_image(settings: ModalSettings = SETTINGS) -> modal.Image:
         .entrypoint([])  # drop the CUDA image's banner script
         .apt_install(*INFERENCE_APT_PACKAGES)
         .run_commands(llamacpp.image_build_command(settings.cuda_architectures))  # ~10 min once, then cached
-        .uv_pip_install(*HUB_PACKAGES)
+        .uv_pip_install(*HUB_PACKAGES, *CALCULATOR_PACKAGES)
         .env({"LLAMACPP_COURSE_BIN": llamacpp.IMAGE_BIN_DIR, **settings_env(settings)})
         .add_local_python_source("helpers")
     )

@@ -114,11 +114,14 @@ def container_command(app_name: str, function_name: str) -> list[str] | None:
     and the prompt a caller sends.
     """
     from helpers import config, llamacpp
+    from helpers.modal_common import SETTINGS
 
-    if (app_name, function_name) == (config.MODAL_SERVER_APP, "serve"):
-        from helpers.modal_common import SETTINGS, model_subdir
-        from helpers.modal_server import llama_server_command
+    if (app_name, function_name) == (SETTINGS.app_name, "serve"):
+        from helpers.modal_common import model_subdir
+        from helpers.modal_server import llama_router_command, llama_server_command
 
+        if SETTINGS.router:
+            return llama_router_command()
         return llama_server_command(f"{config.MODEL_DIR}/{model_subdir(SETTINGS.repo)}/<{SETTINGS.quant} file>")
     if (app_name, function_name) == (config.MODAL_POC_APP, "model_inference"):
         from helpers.commands import CompletionSettings, completion_args

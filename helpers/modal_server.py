@@ -19,6 +19,21 @@ second — about $0.80 an hour on an L4. ``min_containers=1`` keeps one warm, an
 
 The GPU, the model, warm containers and scale-down come from the deploy settings
 (:mod:`helpers.modal_settings`); the llama-server flags from :mod:`helpers.server_config`.
+
+Several models:
+
+* **one deployment per model** — give each its own app name, so that a second deploy does not
+  replace the first::
+
+      LLAMACPP_COURSE_APP_NAME=llamacpp-qwen3-4b LLAMACPP_COURSE_REPO=Qwen/Qwen3-4B-GGUF \
+          modal deploy -m helpers.modal_server       # a second endpoint, its own GPU and scaling
+      modal app stop --yes llamacpp-qwen3-4b         # its teardown
+
+* **every model of the volume on one GPU** — ``LLAMACPP_COURSE_ROUTER=1`` starts llama-server in
+  router mode over every GGUF file in the volume: a request's ``model`` (the file's name,
+  lower-case, without ``.gguf``: ``qwen3-8b-q5_k_m``) picks the model, which is loaded on first
+  use. ``LLAMACPP_COURSE_MODELS_MAX`` caps how many stay loaded; at start the container lowers
+  it to what the GPU holds (:func:`helpers.multimodel.cap_models_max`) and logs why.
 """
 
 from __future__ import annotations
@@ -31,9 +46,9 @@ from pathlib import Path
 import modal
 
 from helpers import config, llamacpp, process
-from helpers.commands import ServerSettings, server_args, server_env
+from helpers.commands import RouterSettings, ServerSettings, router_args, server_args, server_env
 from helpers.modal_common import MINUTES, SETTINGS, find_model_file, inference_image, model_volume
-from helpers.server_config import course_server_settings
+from helpers.server_config import course_router_settings, course_server_settings
 
 #: llama-server's port inside the container; ``@modal.web_server`` forwards HTTPS to it.
 PORT = 8080
@@ -44,8 +59,10 @@ MAX_INPUTS = 32
 #: Loading 6 GB from the volume into GPU memory takes well under a minute; ten leave room
 #: for a cold volume and a bigger model.
 STARTUP_TIMEOUT_S = 10 * MINUTES
+#: Router mode: the folder of links, one short name per model of the volume, on the container's own disk.
+ROUTER_MODELS_DIR = "/tmp/llamacpp-course-models"
 
-app = modal.App(config.MODAL_SERVER_APP)
+app = modal.App(SETTINGS.app_name)
 
 #: The API key reaches llama-server from this Secret — unless you deploy a public demo.
 secrets = [] if SETTINGS.public else [
@@ -64,6 +81,47 @@ def llama_server_command(model_path: str, api_key: str | None = None) -> list[st
     return server_args(Path(llamacpp.IMAGE_BIN_DIR) / "llama-server", container_settings(model_path, api_key))
 
 
+def container_router_settings(api_key: str | None, port: int = PORT, host: str = "0.0.0.0",
+                              models_dir: str = ROUTER_MODELS_DIR) -> RouterSettings:
+    """Router mode: the course's settings for every model, at most ``LLAMACPP_COURSE_MODELS_MAX`` loaded."""
+    return course_router_settings(models_dir, api_key, host=host, port=port, models_max=SETTINGS.models_max,
+                                  backend_sampling=SETTINGS.backend_sampling)
+
+
+def llama_router_command(api_key: str | None = None) -> list[str]:
+    """What ``serve`` runs in router mode (the container may lower ``--models-max``, see :func:`fit_router`)."""
+    return router_args(Path(llamacpp.IMAGE_BIN_DIR) / "llama-server", container_router_settings(api_key))
+
+
+def fit_router(model_dir: str, settings: RouterSettings, gpu: str) -> RouterSettings:
+    """Link every model of the volume into ``settings.models_dir``, and lower ``models_max`` to what ``gpu`` holds.
+
+    Each model's memory is predicted from its file's header (:mod:`helpers.multimodel`); a
+    model whose header the calculator cannot read leaves the limit as it was — the prediction
+    advises, it never stops the server.
+    """
+    from dataclasses import replace
+
+    from helpers.hub import quant_label
+    from helpers.multimodel import ModelInstance, cap_models_max
+    from helpers.runtime import find_models, link_models
+
+    models = find_models(model_dir)
+    if not models:
+        raise FileNotFoundError(f"no GGUF model in the '{config.MODEL_VOLUME}' volume yet. Download one first: "
+                                f"modal run -m helpers.modal_download --model {SETTINGS.repo} --quant {SETTINGS.quant}")
+    link_models(models, settings.models_dir)
+    n_ctx = settings.parallel * settings.ctx_per_slot
+    instances = [ModelInstance(str(parts[0]), quant_label(parts[0].name) or "GGUF", n_ctx=n_ctx)
+                 for parts in models.values()]
+    try:
+        limit, why = cap_models_max(instances, gpu, settings.models_max)
+    except Exception as exc:  # noqa: BLE001 - an unknown architecture or a damaged header: keep the setting
+        limit, why = settings.models_max, f"models-max {settings.models_max} (memory not predicted: {exc})"
+    print(f"router: {len(models)} models: {', '.join(models)}; {why}", flush=True)
+    return replace(settings, models_max=limit)
+
+
 def _stop_container(returncode: int | None) -> None:
     print(f"llama-server exited with {process.describe_exit(returncode)}; stopping this container so that "
           "Modal replaces it", flush=True)
@@ -71,8 +129,9 @@ def _stop_container(returncode: int | None) -> None:
 
 
 def start_llama_server(model_dir: str = config.MODEL_DIR, *, port: int = PORT, host: str = "0.0.0.0",
-                       on_exit: Callable[[int | None], None] = _stop_container) -> subprocess.Popen:
-    """Check the key, find the model in the volume, start llama-server and watch it.
+                       on_exit: Callable[[int | None], None] = _stop_container,
+                       router_dir: str = ROUTER_MODELS_DIR) -> subprocess.Popen:
+    """Check the key, find the model (or, in router mode, every model) in the volume, start llama-server, watch it.
 
     This is the body of ``serve``; as a plain function it also runs outside a container
     (``host="127.0.0.1"`` keeps it off the network there).
@@ -81,11 +140,16 @@ def start_llama_server(model_dir: str = config.MODEL_DIR, *, port: int = PORT, h
     if not api_key and not SETTINGS.public:
         raise RuntimeError(f"no {config.API_KEY_ENV}: create the '{config.API_KEY_SECRET}' secret (see the module "
                            "docstring) or deploy with LLAMACPP_COURSE_PUBLIC=1 to serve without a key")
-    model_path = find_model_file(model_dir, SETTINGS.repo, SETTINGS.quant)
-    settings = container_settings(model_path, api_key, port, host)
-    # Output goes to the container log (modal app logs llamacpp-server).
-    proc = process.spawn(server_args(llamacpp.binary("llama-server"), settings), env=server_env(settings),
-                         stdout=None, stderr=None)
+    settings: ServerSettings | RouterSettings
+    if SETTINGS.router:
+        settings = fit_router(model_dir, container_router_settings(api_key, port, host, router_dir), SETTINGS.gpu.type)
+        args = router_args(llamacpp.binary("llama-server"), settings)
+    else:
+        settings = container_settings(find_model_file(model_dir, SETTINGS.repo, SETTINGS.quant), api_key, port, host)
+        args = server_args(llamacpp.binary("llama-server"), settings)
+    # Output goes to the container log (modal app logs <app name>). A router's model instances are its
+    # children, in its process group: the watchdog's stop ends them too.
+    proc = process.spawn(args, env=server_env(settings), stdout=None, stderr=None)
     process.watch(proc, on_exit)
     return proc
 
@@ -105,12 +169,13 @@ def serve() -> None:
 # --- the client side (your laptop or notebook) ----------------------------------------
 def endpoint_url() -> str:
     """HTTPS address of the deployed server (also the llama.cpp web UI's address)."""
-    return modal.Function.from_name(config.MODAL_SERVER_APP, "serve").get_web_url()
+    return modal.Function.from_name(SETTINGS.app_name, "serve").get_web_url()
 
 
 def stop_command() -> list[str]:
-    """``modal app stop --yes llamacpp-server``: ``--yes`` because a notebook has no terminal to confirm in."""
-    return ["modal", "app", "stop", "--yes", config.MODAL_SERVER_APP]
+    """``modal app stop --yes llamacpp-server`` (or ``$LLAMACPP_COURSE_APP_NAME``): ``--yes`` because a notebook
+    has no terminal to confirm in."""
+    return ["modal", "app", "stop", "--yes", SETTINGS.app_name]
 
 
 def stop_app() -> str:
@@ -118,5 +183,5 @@ def stop_app() -> str:
     proc = subprocess.run(stop_command(), capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(f"modal app stop failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip() or f"{config.MODAL_SERVER_APP} stopped"
+    return proc.stdout.strip() or f"{SETTINGS.app_name} stopped"
 

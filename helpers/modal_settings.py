@@ -16,7 +16,14 @@ the same values the deploying machine chose. ``python -m helpers modal-plan`` ch
 * ``LLAMACPP_COURSE_BACKEND_SAMPLING`` (``1``): ``0`` picks tokens on the CPU instead of the GPU;
 * ``LLAMACPP_COURSE_CUDA_ARCH`` (from the GPU type): CUDA architectures to compile llama.cpp for;
 * ``LLAMACPP_COURSE_HF_SECRET`` (none): a Modal Secret holding ``HF_TOKEN``, for gated repositories
-  and the Hub's higher rate limits.
+  and the Hub's higher rate limits;
+* ``LLAMACPP_COURSE_APP_NAME`` (``llamacpp-server``): the server app's name. One deployment per
+  model needs one name per model (``LLAMACPP_COURSE_APP_NAME=qwen3-4b LLAMACPP_COURSE_REPO=…``):
+  deploying under a name that is already deployed replaces that deployment;
+* ``LLAMACPP_COURSE_ROUTER`` (``0``): ``1`` serves every model in the volume from one GPU
+  (llama-server's router mode; the request's ``model`` picks one) instead of the one model above;
+* ``LLAMACPP_COURSE_MODELS_MAX`` (``2``, :data:`helpers.server_config.ROUTER_MODELS_MAX`): in router
+  mode, models loaded at once (0: no limit); the server lowers it when that many would not fit the GPU.
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ from dataclasses import dataclass
 
 from helpers import config
 from helpers.gpus import ModalGpu, parse_modal_gpu
+from helpers.server_config import ROUTER_MODELS_MAX
 
 PREFIX = "LLAMACPP_COURSE_"
 _CUDA_ARCH = re.compile(r"^\d{2,3}[af]?(-real|-virtual)?(;\d{2,3}[af]?(-real|-virtual)?)*$")
 _SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: What Modal accepts as an app name (modal._utils.name_utils.is_valid_object_name), less ``ap-`` ids.
+_APP_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -58,6 +68,9 @@ class ModalSettings:
     backend_sampling: bool = True
     cuda_architectures: str = ""
     hf_secret: str | None = None
+    app_name: str = config.MODAL_SERVER_APP
+    router: bool = False
+    models_max: int = ROUTER_MODELS_MAX
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModalSettings:
@@ -83,11 +96,17 @@ class ModalSettings:
         secret = (env.get(PREFIX + "HF_SECRET") or "").strip() or None
         if secret is not None and not _SECRET_NAME.match(secret):
             raise ValueError(f"${PREFIX}HF_SECRET={secret!r} is not a Modal Secret name")
+        app_name = (env.get(PREFIX + "APP_NAME") or config.MODAL_SERVER_APP).strip()
+        if not _APP_NAME.match(app_name) or re.fullmatch(r"ap-[A-Za-z0-9]{22}", app_name):
+            raise ValueError(f"${PREFIX}APP_NAME={app_name!r} is not a Modal app name: use up to 64 letters, "
+                             "digits, '-', '_' or '.', e.g. llamacpp-qwen3-4b")
         return cls(
             gpu=gpu, repo=repo, quant=quant, public=_flag(env, "PUBLIC", False),
             min_containers=config.env_int(PREFIX + "MIN_CONTAINERS", 0, env, minimum=0),
             scaledown_s=config.env_int(PREFIX + "SCALEDOWN", 300, env, minimum=2),
             backend_sampling=_flag(env, "BACKEND_SAMPLING", True), cuda_architectures=arch, hf_secret=secret,
+            app_name=app_name, router=_flag(env, "ROUTER", False),
+            models_max=config.env_int(PREFIX + "MODELS_MAX", ROUTER_MODELS_MAX, env, minimum=0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -96,6 +115,7 @@ class ModalSettings:
             "GPU": self.gpu.spec, "REPO": self.repo, "QUANT": self.quant, "PUBLIC": "1" if self.public else "0",
             "MIN_CONTAINERS": str(self.min_containers), "SCALEDOWN": str(self.scaledown_s),
             "BACKEND_SAMPLING": "1" if self.backend_sampling else "0", "CUDA_ARCH": self.cuda_architectures,
+            "APP_NAME": self.app_name, "ROUTER": "1" if self.router else "0", "MODELS_MAX": str(self.models_max),
         }
         if self.hf_secret:
             env["HF_SECRET"] = self.hf_secret

@@ -16,13 +16,19 @@ the course's llama.cpp build, an NVIDIA H200) and from the L4's memory:
   +20-60% throughput at 16-32 streams. On a CPU-only build it changes nothing.
 * Flash attention on: faster decode (246 vs 214 tok/s in llama-bench) and a compute buffer
   that does not grow with the context.
+
+**Several models behind one address** (llama-server's router mode, :func:`course_router_settings`)
+uses the same settings for *each* model it loads: the router passes its arguments on to every
+model's own llama-server. Each loaded model therefore has its own 65,536-token cache — which is
+why, on an L4, only one Qwen3-8B Q5_K_M fits at a time with these settings, and the router's
+``--models-max`` decides how many stay loaded (:mod:`helpers.multimodel` does the sums).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from helpers.commands import ServerSettings
+from helpers.commands import RouterSettings, ServerSettings
 
 PARALLEL = 8
 CTX_PER_SLOT = 8192
@@ -30,6 +36,10 @@ FLASH_ATTN = "on"
 #: The name clients send as ``model`` (llama-server would otherwise use the file name).
 MODEL_ALIAS = "qwen3-8b"
 BACKEND_SAMPLING_ARGS = ("--backend-sampling",)
+#: Router mode: models loaded at once. Two, so that switching between two models costs no reload; the
+#: least recently used one is unloaded when a third is asked for. Check that they fit with
+#: :func:`helpers.multimodel.share_gpu` first (two Qwen3-8B with the settings above need an L40S or larger).
+ROUTER_MODELS_MAX = 2
 
 
 def course_server_settings(model_path: str, api_key: str | None, *, host: str = "127.0.0.1", port: int = 8080,
@@ -39,3 +49,19 @@ def course_server_settings(model_path: str, api_key: str | None, *, host: str = 
                               "alias": MODEL_ALIAS, "extra_args": BACKEND_SAMPLING_ARGS if backend_sampling else ()}
     values.update(overrides)
     return ServerSettings(model=model_path, host=host, port=port, api_key=api_key, **values)
+
+
+def course_router_settings(models_dir: str, api_key: str | None, *, host: str = "127.0.0.1", port: int = 8080,
+                           models_max: int = ROUTER_MODELS_MAX, backend_sampling: bool = True,
+                           **overrides: Any) -> RouterSettings:
+    """The course's settings for a router over the GGUF files in ``models_dir``; each model gets them.
+
+    The same slots, context per slot, flash attention and sampling as :func:`course_server_settings`,
+    so a model answers the same whether it is served alone or behind the router. There is no
+    alias: the router names each model after its file (``qwen3-8b.gguf`` is ``qwen3-8b``).
+    """
+    values: dict[str, Any] = {"parallel": PARALLEL, "ctx_per_slot": CTX_PER_SLOT, "flash_attn": FLASH_ATTN,
+                              "extra_args": BACKEND_SAMPLING_ARGS if backend_sampling else ()}
+    values.update(overrides)
+    return RouterSettings(models_dir=models_dir, host=host, port=port, api_key=api_key, models_max=models_max,
+                          **values)

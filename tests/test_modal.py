@@ -349,3 +349,116 @@ def test_deploy_settings_round_trip_and_errors():
                          ({"LLAMACPP_COURSE_CUDA_ARCH": "sm_89"}, "CUDA architecture list")):
         with pytest.raises(ValueError, match=message):
             ModalSettings.from_env(env)
+
+
+# --- several models: one deployment each, or one GPU for all (router mode) ----------------------------------------
+
+
+def test_one_deployment_per_model_under_its_own_name(plan, tmp_path):
+    """Two deployments of different models must not share an app name: a second deploy would replace the first."""
+    from helpers.modal_settings import ModalSettings
+
+    qwen4b = {"LLAMACPP_COURSE_APP_NAME": "llamacpp-qwen3-4b", "LLAMACPP_COURSE_REPO": "Qwen/Qwen3-4B-GGUF",
+              "LLAMACPP_COURSE_QUANT": "Q4_K_M"}
+    other = compute_plan(_clean_env(**qwen4b))
+    serve = function(other, "llamacpp-qwen3-4b", "serve")
+    default = function(plan, "llamacpp-server", "serve")  # the default deployment keeps today's name
+    assert serve["command"][serve["command"].index("--model") + 1] == "/models/Qwen--Qwen3-4B-GGUF/<Q4_K_M file>"
+    assert {k: v for k, v in serve.items() if k not in ("app", "command", "dockerfile", "layers", "env")} == {
+        k: v for k, v in default.items() if k not in ("app", "command", "dockerfile", "layers", "env")}
+    assert {f["app"] for f in other["functions"]} - {f["app"] for f in plan["functions"]} == {"llamacpp-qwen3-4b"}
+    # the container reads its name back from the image, and the teardown stops that app and no other
+    assert function(compute_plan(container_env(serve, tmp_path)), "llamacpp-qwen3-4b", "serve") == serve
+    code = "from helpers.modal_server import stop_command; print(' '.join(stop_command()))"
+    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(**qwen4b), capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "modal app stop --yes llamacpp-qwen3-4b", out.stderr[-2000:]
+    assert ModalSettings.from_env({}).app_name == config.MODAL_SERVER_APP == "llamacpp-server"
+
+
+def test_router_mode_serves_the_volume_with_the_single_servers_settings(plan, tmp_path):
+    from helpers.modal_server import ROUTER_MODELS_DIR
+
+    routed = compute_plan(_clean_env(LLAMACPP_COURSE_ROUTER="1", LLAMACPP_COURSE_MODELS_MAX="3"))
+    serve = function(routed, "llamacpp-server", "serve")
+    flags, single = _flags(serve["command"]), _flags(function(plan, "llamacpp-server", "serve")["command"])
+    assert (flags["--models-dir"], flags["--models-max"]) == (ROUTER_MODELS_DIR, "3")
+    assert "--model" not in flags and "--alias" not in flags  # no model: that is what makes it a router
+    # every model it loads gets exactly what the one-model server gets
+    assert {k: v for k, v in flags.items() if not k.startswith("--models-")} == {
+        k: v for k, v in single.items() if k not in ("--model", "--alias")}
+    assert serve["gpu"] == "L4" and serve["volumes"] == {"/models": "llamacpp-cache"}
+    assert (serve["env"]["LLAMACPP_COURSE_ROUTER"], serve["env"]["LLAMACPP_COURSE_MODELS_MAX"]) == ("1", "3")
+    assert function(compute_plan(container_env(serve, tmp_path)), "llamacpp-server", "serve") == serve
+    text = subprocess.run([sys.executable, "-m", "helpers", "modal-plan"], capture_output=True, text=True,
+                          env=_clean_env(LLAMACPP_COURSE_ROUTER="1"), timeout=120).stdout
+    assert f"llama-server --models-dir {ROUTER_MODELS_DIR} --models-max 2 " in text  # the course's default limit
+    # the container checks how many models fit with the course's calculator, which needs the pinned gguf package
+    import tomllib
+
+    (gguf,) = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+               if d.startswith("gguf")]
+    assert any("uv pip install" in line and gguf in line for line in serve["dockerfile"]), gguf
+
+
+@pytest.mark.llama
+def test_the_router_container_serves_every_model_in_the_volume(llama_bin, tiny_model, tmp_path, no_orphans):
+    """The server's start-up code in router mode, run here over a volume laid out as the download leaves it."""
+    import json
+    import signal
+    import time
+
+    from helpers import process
+    from helpers.client import http_get, stream_chat, wait_until_ready
+
+    volume = tmp_path / "models"
+    for rel in ("Qwen--Qwen3-8B-GGUF/Qwen3-8B-Q5_K_M.gguf", "Qwen--Qwen3-4B-GGUF/Qwen3-4B-Q8_0.gguf"):
+        (volume / rel).parent.mkdir(parents=True)
+        (volume / rel).symlink_to(tiny_model)  # the synthetic Qwen3 stands in for both
+    port = process.free_port()
+    code = ("import sys; from helpers import modal_server\n"
+            "proc = modal_server.start_llama_server(sys.argv[1], port=int(sys.argv[2]), host='127.0.0.1', "
+            "router_dir=sys.argv[3], on_exit=lambda code: None)\n"
+            "proc.wait()\n")
+    env = {**_clean_env(LLAMACPP_COURSE_ROUTER="1"), "LLAMA_API_KEY": "router-key"}
+    log_path = tmp_path / "container.log"  # the container's log: its own lines, then the router's and the models'
+    with log_path.open("w") as log:
+        container = process.spawn([sys.executable, "-c", code, str(volume), str(port), str(tmp_path / "links")],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, timeout_s=60, is_alive=lambda: container.poll() is None)
+        import openai
+
+        client = openai.OpenAI(base_url=base + "/v1", api_key="router-key")
+        assert sorted(m.id for m in client.models.list().data) == ["qwen3-4b-q8_0", "qwen3-8b-q5_k_m"]
+        for name in ("qwen3-8b-q5_k_m", "qwen3-4b-q8_0"):
+            assert stream_chat(client, "Hi", model=name, max_tokens=3).completion_tokens == 3
+        status, body = http_get(base + "/models", headers={"Authorization": "Bearer router-key"})
+        assert {m["status"]["value"] for m in json.loads(body)["data"]} == {"loaded"}  # 2 fit: both stay
+    finally:
+        container.send_signal(signal.SIGTERM)  # the container's end: its Python goes, the guardian ends the router
+        deadline = time.monotonic() + 15
+        while container.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.stop(container)
+    output = log_path.read_text()
+    assert "router: 2 models: qwen3-4b-q8_0, qwen3-8b-q5_k_m; models-max 2: any 2 of these models fit the L4" in output
+
+
+def test_several_models_settings_round_trip_and_errors():
+    from helpers.modal_settings import ModalSettings
+
+    env = {"LLAMACPP_COURSE_APP_NAME": "llamacpp-multi", "LLAMACPP_COURSE_ROUTER": "1",
+           "LLAMACPP_COURSE_MODELS_MAX": "0"}
+    settings = ModalSettings.from_env(env)
+    assert (settings.app_name, settings.router, settings.models_max) == ("llamacpp-multi", True, 0)
+    assert ModalSettings.from_env(settings.to_env()) == settings
+    default = ModalSettings.from_env({})
+    assert (default.app_name, default.router, default.models_max) == ("llamacpp-server", False, 2)
+    for bad, message in (({"LLAMACPP_COURSE_APP_NAME": "my server"}, "is not a Modal app name"),
+                         ({"LLAMACPP_COURSE_APP_NAME": "x" * 65}, "is not a Modal app name"),
+                         ({"LLAMACPP_COURSE_ROUTER": "yes please"}, "must be 1 or 0"),
+                         ({"LLAMACPP_COURSE_MODELS_MAX": "-1"}, "at least 0")):
+        with pytest.raises(ValueError, match=message):
+            ModalSettings.from_env(bad)

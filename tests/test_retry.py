@@ -71,17 +71,14 @@ def test_a_chat_sent_while_the_model_loads_is_served(smollm2_copy, tmp_path):
 
 
 @pytest.mark.llama
-def test_without_retries_the_same_request_fails_and_a_deadline_gives_one_clear_error(smollm2_copy, tmp_path):
+def test_without_retries_a_request_during_loading_fails(smollm2_copy, tmp_path):
     with loading_server(smollm2_copy, tmp_path) as url:
         plain = client(url)
         with pytest.raises(openai.APIStatusError) as refused:
             plain.chat.completions.create(model="any", max_tokens=5, messages=[{"role": "user", "content": "Hi"}])
         assert refused.value.status_code == 503 and "Loading model" in str(refused.value)
-
-        started = time.monotonic()
-        with pytest.raises(ServerNotReadyError, match=r"still not serving after 0\.2 s .*503 Loading model"):
-            retry_while_loading(plain.models.list, timeout_s=0.2, where=url)
-        assert time.monotonic() - started < 2.0  # the deadline, not the server, ended the wait
+    # (How a deadline ends the wait is checked against a port nobody listens on, below: a small model finishes
+    # loading within a fraction of a second, so a deadline test against a loading server would be a race.)
 
 
 def test_a_deadline_also_ends_the_wait_for_a_server_that_never_listens():
