@@ -116,7 +116,7 @@ def modal_checks() -> list[Check]:
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
                             "modal run -m helpers.modal_download"))
     try:
-        url = modal.Function.from_name(config.MODAL_SERVER_APP, "serve").get_web_url()
+        url = modal.Function.from_name(SETTINGS.app_name, "serve").get_web_url()
         checks.append(Check("deployed server", "ok", url))
     except Exception as exc:  # noqa: BLE001
         checks.append(Check("deployed server", "fail", str(exc).splitlines()[0] if str(exc) else type(exc).__name__,

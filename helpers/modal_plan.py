@@ -86,6 +86,9 @@ async def _plan_function(app_name: str, name: str, function: Any) -> dict[str, A
     dockerfile = [line for layer in layers for line in layer]
     image = function._spec.image
     web = definition.webhook_config
+    if not web.web_server_port:  # a class: its web server is one of its methods
+        web = next((m.webhook_config for m in definition.method_definitions.values()
+                    if m.webhook_config.web_server_port), web)
     gpu = definition.resources.gpu_config
     return {
         "app": app_name,
@@ -99,6 +102,8 @@ async def _plan_function(app_name: str, name: str, function: Any) -> dict[str, A
         "max_inputs": definition.max_concurrent_inputs or 1,
         "web_server_port": web.web_server_port or None,
         "startup_timeout_s": web.web_server_startup_timeout or None,
+        "memory_snapshot": definition.checkpointing_enabled,
+        "experimental_options": dict(definition.experimental_options),
         "dockerfile": dockerfile,
         "layers": layers,
         "mounts": [_describe_mount(m) for m in image._deferred_mounts],
@@ -116,7 +121,7 @@ def container_command(app_name: str, function_name: str) -> list[str] | None:
     from helpers import config, llamacpp
     from helpers.modal_common import SETTINGS
 
-    if (app_name, function_name) == (SETTINGS.app_name, "serve"):
+    if app_name == SETTINGS.app_name and function_name in ("serve", "Server.*"):
         from helpers.modal_common import model_subdir
         from helpers.modal_server import llama_router_command, llama_server_command
 
@@ -221,6 +226,9 @@ def render_text(plan: dict[str, Any], width: int = 200) -> str:
                     f"{scaling}{f['max_inputs']} input(s) at once{web}"]
         volumes = ", ".join(f"{name} at {path}" for path, name in f["volumes"].items()) or "none"
         out.append(f"  volumes: {volumes}; secrets: {', '.join(f['secrets']) or 'none'}")
+        if f["memory_snapshot"]:
+            gpu_snap = f["experimental_options"].get("enable_gpu_snapshot") == "True"
+            out.append(f"  memory snapshot: on ({'CPU and GPU memory, alpha' if gpu_snap else 'CPU memory only'})")
         out.append(f"  image: {len(f['layers'])} layers, {len(f['dockerfile'])} Dockerfile lines")
         for line in f["dockerfile"]:
             shown = line if len(line) <= width else f"{line[:width - 40]}… ({len(line):,} characters; --json)"

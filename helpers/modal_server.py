@@ -69,11 +69,22 @@ secrets = [] if SETTINGS.public else [
     modal.Secret.from_name(config.API_KEY_SECRET, required_keys=[config.API_KEY_ENV])]
 
 
+#: With memory snapshots (``LLAMACPP_COURSE_SNAPSHOT=1``) llama-server reads the weights into its own
+#: memory instead of mapping the file on the Volume: a snapshot captures a process's memory, not the
+#: pages of a Volume's file. (``--load-mode none`` is how the pinned llama.cpp spells ``--no-mmap``.)
+SNAPSHOT_ARGS = ("--load-mode", "none")
+
+
 def container_settings(model_path: str, api_key: str | None, port: int = PORT, host: str = "0.0.0.0"
                        ) -> ServerSettings:
     """The llama-server settings ``serve`` uses: the course's, on every interface of the container."""
-    return course_server_settings(model_path, api_key, host=host, port=port,
-                                  backend_sampling=SETTINGS.backend_sampling)
+    settings = course_server_settings(model_path, api_key, host=host, port=port,
+                                      backend_sampling=SETTINGS.backend_sampling)
+    if SETTINGS.snapshot:
+        from dataclasses import replace
+
+        settings = replace(settings, extra_args=settings.extra_args + SNAPSHOT_ARGS)
+    return settings
 
 
 def llama_server_command(model_path: str, api_key: str | None = None) -> list[str]:
@@ -154,21 +165,62 @@ def start_llama_server(model_dir: str = config.MODEL_DIR, *, port: int = PORT, h
     return proc
 
 
+def warm_up(proc: subprocess.Popen, port: int = PORT) -> None:
+    """Wait until llama-server has loaded the model, then have it generate one token (kernels loaded, graphs built)."""
+    import json
+    import urllib.request
+
+    from helpers.client import wait_until_ready
+
+    base = f"http://127.0.0.1:{port}"
+    api_key = os.environ.get(config.API_KEY_ENV)
+    wait_until_ready(base, timeout_s=STARTUP_TIMEOUT_S, api_key=api_key, is_alive=lambda: proc.poll() is None)
+    body = json.dumps({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}).encode()
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
+    with urllib.request.urlopen(urllib.request.Request(base + "/v1/chat/completions", body, headers), timeout=300):
+        pass
+
+
 # The timeout is Modal's maximum, a day, so that it never cuts the server short; what stops an
 # idle container is scaledown_window, and min_containers > 0 keeps that many running anyway.
-@app.function(image=inference_image(), gpu=SETTINGS.gpu.spec, volumes={config.MODEL_DIR: model_volume},
-              secrets=secrets, timeout=24 * 60 * MINUTES, scaledown_window=SETTINGS.scaledown_s,
-              min_containers=SETTINGS.min_containers)
-@modal.concurrent(max_inputs=MAX_INPUTS)
-@modal.web_server(port=PORT, startup_timeout=STARTUP_TIMEOUT_S)
-def serve() -> None:
-    """Runs once per container: start llama-server and return; Modal then forwards requests to ``PORT``."""
-    start_llama_server()
+FUNCTION_OPTIONS = dict(image=inference_image(), gpu=SETTINGS.gpu.spec, volumes={config.MODEL_DIR: model_volume},
+                        secrets=secrets, timeout=24 * 60 * MINUTES, scaledown_window=SETTINGS.scaledown_s,
+                        min_containers=SETTINGS.min_containers)
+
+if not SETTINGS.snapshot:
+    @app.function(**FUNCTION_OPTIONS)
+    @modal.concurrent(max_inputs=MAX_INPUTS)
+    @modal.web_server(port=PORT, startup_timeout=STARTUP_TIMEOUT_S)
+    def serve() -> None:
+        """Runs once per container: start llama-server and return; Modal then forwards requests to ``PORT``."""
+        start_llama_server()
+
+else:
+    # Memory snapshots: Modal runs ``load`` once, snapshots the container — CPU memory and, with the GPU
+    # option (alpha), GPU memory — and later containers start from that snapshot instead of loading the
+    # model again. A CPU-only snapshot could not help here: the weights live in GPU memory, which a CPU
+    # snapshot does not capture. See docs/cold_starts.md.
+    @app.cls(**FUNCTION_OPTIONS, enable_memory_snapshot=True, experimental_options={"enable_gpu_snapshot": True})
+    @modal.concurrent(max_inputs=MAX_INPUTS)
+    class Server:
+        """``serve`` restored from a memory snapshot: a cold container skips loading the model."""
+
+        @modal.enter(snap=True)
+        def load(self) -> None:
+            """Before the snapshot, once: llama-server started, the model loaded, one token generated."""
+            self.proc = start_llama_server()
+            warm_up(self.proc)
+
+        @modal.web_server(port=PORT, startup_timeout=STARTUP_TIMEOUT_S)
+        def serve(self) -> None:
+            """In every container, restored or not, llama-server is already listening: nothing to start."""
 
 
 # --- the client side (your laptop or notebook) ----------------------------------------
 def endpoint_url() -> str:
     """HTTPS address of the deployed server (also the llama.cpp web UI's address)."""
+    if SETTINGS.snapshot:
+        return modal.Cls.from_name(SETTINGS.app_name, "Server")().serve.get_web_url()
     return modal.Function.from_name(SETTINGS.app_name, "serve").get_web_url()
 
 

@@ -71,6 +71,8 @@ class ModalSettings:
     app_name: str = config.MODAL_SERVER_APP
     router: bool = False
     models_max: int = ROUTER_MODELS_MAX
+    #: Restore containers from a GPU memory snapshot instead of loading the model (Modal alpha).
+    snapshot: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModalSettings:
@@ -107,6 +109,7 @@ class ModalSettings:
             backend_sampling=_flag(env, "BACKEND_SAMPLING", True), cuda_architectures=arch, hf_secret=secret,
             app_name=app_name, router=_flag(env, "ROUTER", False),
             models_max=config.env_int(PREFIX + "MODELS_MAX", ROUTER_MODELS_MAX, env, minimum=0),
+            snapshot=_flag(env, "SNAPSHOT", False),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -116,6 +119,7 @@ class ModalSettings:
             "MIN_CONTAINERS": str(self.min_containers), "SCALEDOWN": str(self.scaledown_s),
             "BACKEND_SAMPLING": "1" if self.backend_sampling else "0", "CUDA_ARCH": self.cuda_architectures,
             "APP_NAME": self.app_name, "ROUTER": "1" if self.router else "0", "MODELS_MAX": str(self.models_max),
+            "SNAPSHOT": "1" if self.snapshot else "0",
         }
         if self.hf_secret:
             env["HF_SECRET"] = self.hf_secret

@@ -16,6 +16,13 @@ the course's llama.cpp build, an NVIDIA H200) and from the L4's memory:
   +20-60% throughput at 16-32 streams. On a CPU-only build it changes nothing.
 * Flash attention on: faster decode (246 vs 214 tok/s in llama-bench) and a compute buffer
   that does not grow with the context.
+* ``--cache-ram 0``: by default llama-server copies idle slots' KV caches to host memory when a
+  new request arrives, so that a conversation whose slot was reused can come back; in bursts of
+  requests that doubled the time to first token at 8 and 32 streams (docs/benchmarks.md, "The
+  server against its engine"). On a GPU, computing a returning conversation's prompt again is
+  quicker (thousands of tokens per second) than that copy in every burst.
+* ``--metrics``: Prometheus counters at ``/metrics`` (tokens generated, prompts processed, requests
+  waiting), which ``python -m helpers bench`` checks its own counts against; no measurable cost.
 
 **Several models behind one address** (llama-server's router mode, :func:`course_router_settings`)
 uses the same settings for *each* model it loads: the router passes its arguments on to every
@@ -36,6 +43,8 @@ FLASH_ATTN = "on"
 #: The name clients send as ``model`` (llama-server would otherwise use the file name).
 MODEL_ALIAS = "qwen3-8b"
 BACKEND_SAMPLING_ARGS = ("--backend-sampling",)
+#: Flags every course server gets (reasons in the module docstring).
+SERVER_ARGS = ("--cache-ram", "0", "--metrics")
 #: Router mode: models loaded at once. Two, so that switching between two models costs no reload; the
 #: least recently used one is unloaded when a third is asked for. Check that they fit with
 #: :func:`helpers.multimodel.share_gpu` first (two Qwen3-8B with the settings above need an L40S or larger).
@@ -46,7 +55,8 @@ def course_server_settings(model_path: str, api_key: str | None, *, host: str = 
                            backend_sampling: bool = True, **overrides: Any) -> ServerSettings:
     """The llama-server settings the course deploys; ``overrides`` change single fields."""
     values: dict[str, Any] = {"parallel": PARALLEL, "ctx_per_slot": CTX_PER_SLOT, "flash_attn": FLASH_ATTN,
-                              "alias": MODEL_ALIAS, "extra_args": BACKEND_SAMPLING_ARGS if backend_sampling else ()}
+                              "alias": MODEL_ALIAS,
+                              "extra_args": SERVER_ARGS + (BACKEND_SAMPLING_ARGS if backend_sampling else ())}
     values.update(overrides)
     return ServerSettings(model=model_path, host=host, port=port, api_key=api_key, **values)
 
@@ -61,7 +71,7 @@ def course_router_settings(models_dir: str, api_key: str | None, *, host: str = 
     alias: the router names each model after its file (``qwen3-8b.gguf`` is ``qwen3-8b``).
     """
     values: dict[str, Any] = {"parallel": PARALLEL, "ctx_per_slot": CTX_PER_SLOT, "flash_attn": FLASH_ATTN,
-                              "extra_args": BACKEND_SAMPLING_ARGS if backend_sampling else ()}
+                              "extra_args": SERVER_ARGS + (BACKEND_SAMPLING_ARGS if backend_sampling else ())}
     values.update(overrides)
     return RouterSettings(models_dir=models_dir, host=host, port=port, api_key=api_key, models_max=models_max,
                           **values)

@@ -462,3 +462,17 @@ def test_several_models_settings_round_trip_and_errors():
                          ({"LLAMACPP_COURSE_MODELS_MAX": "-1"}, "at least 0")):
         with pytest.raises(ValueError, match=message):
             ModalSettings.from_env(bad)
+
+
+def test_memory_snapshots_are_an_option_the_container_sees(plan, tmp_path):
+    """LLAMACPP_COURSE_SNAPSHOT=1: the server becomes a class restored from a CPU+GPU memory snapshot,
+    whose llama-server reads the weights into its own memory (a snapshot cannot capture a Volume's file pages)."""
+    assert function(plan, "llamacpp-server", "serve")["memory_snapshot"] is False
+    snap = compute_plan(_clean_env(LLAMACPP_COURSE_SNAPSHOT="1"))
+    assert not [f for f in snap["functions"] if (f["app"], f["name"]) == ("llamacpp-server", "serve")]
+    server = function(snap, "llamacpp-server", "Server.*")
+    assert server["memory_snapshot"] is True and server["experimental_options"] == {"enable_gpu_snapshot": "True"}
+    assert (server["web_server_port"], server["max_inputs"], server["gpu"]) == (8080, 32, "L4")
+    command = server["command"]
+    assert command[command.index("--load-mode") + 1] == "none" and "--cache-ram" in command
+    assert function(compute_plan(container_env(server, tmp_path)), "llamacpp-server", "Server.*") == server
