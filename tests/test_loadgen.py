@@ -169,7 +169,8 @@ def test_bench_json_against_the_course_server(tmp_path):
     report = json.loads(out.stdout)
     assert report == json.loads((tmp_path / "bench.json").read_text())
     assert report["mode"] == "concurrency" and report["slo"]["ttft_s"] == 2.0 and report["slo"]["itl_s"] == 0.1
-    assert report["server"] == {"metrics": False, "slots": 8, "n_ctx_per_slot": 8192}
+    assert report["server"] == {"metrics": True, "slots": 8, "n_ctx_per_slot": 8192}  # the course server has --metrics
+    assert all(level["server_tokens_predicted"] == level["tokens"] for level in report["levels"])
     assert [level["concurrency"] for level in report["levels"]] == [1, 4]
     for level in report["levels"]:
         assert LEVEL_KEYS <= set(level), LEVEL_KEYS - set(level)
@@ -183,7 +184,7 @@ def test_bench_json_against_the_course_server(tmp_path):
         assert 0 <= level["goodput"] <= level["requests_per_s"]
         assert 1 <= level["peak_concurrency"] <= n
         assert level["tokens_per_chunk"] >= 1  # never more chunks with text than tokens
-        assert level["server_tokens_predicted"] is None  # `serve` runs without --metrics
+        assert level["server_tokens_predicted"] == level["tokens"]  # the course server runs with --metrics
 
 
 @pytest.mark.llama
