@@ -6,7 +6,7 @@ The notebooks call :func:`run_inference` and :func:`start` (or :func:`serve`) wi
   ``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` are set): the PoC functions and the deployed
   server on a cloud GPU, with the real Qwen3-8B from the Hub;
 * **local** — otherwise: the same llama.cpp, command lines and parsers on this machine, with
-  the offline synthetic model. Every cell of the course runs this way in CI.
+  the offline synthetic model. Every cell of the course runs this way.
 
 ``$LLAMACPP_COURSE_BACKEND`` (``modal``/``local``) or a ``backend=`` argument overrides the guess.
 """

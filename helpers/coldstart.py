@@ -69,7 +69,7 @@ VOLUME_READ_GB_S_RANGE = (1.0, 2.0)
 #: 31.5 GB/s in each direction on paper. Copies from pinned host memory reach roughly 80% of it,
 #: so the budget assumes 25 GB/s; it is a parameter because it is an assumption, not a datasheet.
 PCIE4_X16_GB_S = 16e9 * 16 * 128 / 130 / 8 / GB
-PCIE4_X16_EFFECTIVE_GB_S = 25.0
+PCIE4_X16_EFFECTIVE_GB_S = float(round(0.8 * PCIE4_X16_GB_S))  # 25.0
 
 
 def _positive(name: str, value: float) -> float:

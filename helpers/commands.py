@@ -15,7 +15,6 @@ from pathlib import Path
 #: llama.cpp has no GPU device and the flag is a no-op, so one value serves both worlds.
 ALL_LAYERS = "all"
 FLASH_ATTN_CHOICES = ("on", "off", "auto")
-KV_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 
 
 def _check_gpu_layers(value: int | str) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 #: llama.cpp is taken from the sdist of llama-cpp-python on PyPI, because PyPI is reachable
-#: from every machine we care about (CI and the device machines have no GitHub access) and
-#: the sdist vendors one exact llama.cpp commit.
+#: from every machine the course runs on, including ones without GitHub access, and the sdist
+#: vendors one exact llama.cpp commit.
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 #: The llama.cpp commit vendored in that sdist (``vendor/llama.cpp``).
 LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"

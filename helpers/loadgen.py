@@ -35,7 +35,12 @@ What is measured per level (each as p50/p90/p99 over the requests, :func:`percen
   still gives a report;
 * the server's own counters, when llama-server runs with ``--metrics``: its
   ``llamacpp:tokens_predicted_total`` before and after the level (``server_tokens_predicted``),
-  next to the client's count (``tokens``). They must agree: a check on the client's counting.
+  next to the client's count (``tokens``). They must agree: a check on the client's counting,
+  recorded as ``server_tokens_match`` (None when the server has no counters).
+
+Every level also says how many requests its percentiles come from (``samples``: those that did
+not fail). With the default of one wave of *n* requests, the one-user level has one sample, and
+its p50, p90 and p99 are the same number; ``requests=`` (``--requests``) gives each level more.
 
 :func:`check_crosstalk` asks a different question — does batching change what a request
 generates? The timing formula is :class:`helpers.client.StreamClock`, the same as the notebooks' chats.
@@ -198,8 +203,9 @@ def summarize_level(results: Sequence[RequestTiming], wall_s: float, max_tokens:
                     slo: dict[str, float] | None = None) -> dict[str, Any]:
     """The report of one level from its requests: latencies, throughput, goodput, failures.
 
-    Latencies use the requests that did not fail; ``tokens`` counts every token received
-    (a request cut off mid-stream still made the server work).
+    Latencies use the requests that did not fail (``samples`` of them: with few, p99 is just the
+    slowest one); ``tokens`` counts every token received (a request cut off mid-stream still
+    made the server work).
     """
     slo = dict(DEFAULT_SLO, **(slo or {}))
     done = [r for r in results if not r.failed]
@@ -219,6 +225,7 @@ def summarize_level(results: Sequence[RequestTiming], wall_s: float, max_tokens:
         "ok": sum(r.completion_tokens >= max_tokens for r in done),
         "incomplete": sum(r.completion_tokens < max_tokens for r in done),
         "failed": len(failed),
+        "samples": len(done),
         "errors": dict(Counter(r.error.split(":", 1)[0] for r in failed)),
         "tokens": tokens,
         "wall_s": wall_s,
@@ -457,6 +464,25 @@ def counter_deltas(before: dict[str, float] | None, after: dict[str, float] | No
             "server_busy_slots_per_decode": busy}
 
 
+def _print_slack(value: float) -> float:
+    """How far a counter llama-server printed with six significant digits can be from the truth."""
+    return 0.0 if abs(value) < 1e6 else 0.5 * 10 ** (math.floor(math.log10(abs(value))) - 5)
+
+
+def server_tokens_match(client_tokens: int, before: dict[str, float] | None,
+                        after: dict[str, float] | None) -> bool | None:
+    """Did the server generate as many tokens during a level as the client received? None without counters.
+
+    A mismatch means the client miscounted (or another client used the server meanwhile). From
+    a million tokens on, the printed counters are rounded, and the comparison allows for that.
+    """
+    server = counter_deltas(before, after)["server_tokens_predicted"]
+    if server is None or before is None or after is None:
+        return None
+    slack = _print_slack(before["tokens_predicted_total"]) + _print_slack(after["tokens_predicted_total"])
+    return abs(server - client_tokens) <= slack
+
+
 # --------------------------------------------------------------------------- levels
 
 def _run_measured(base_url: str, api_key: str | None, max_tokens: int, slo: dict[str, float] | None,
@@ -468,6 +494,7 @@ def _run_measured(base_url: str, api_key: str | None, max_tokens: int, slo: dict
     row = summarize_level(results, wall, max_tokens, slo)
     after = _idle_metrics(base_url, api_key) if before is not None else None
     row.update(counter_deltas(before, after))
+    row["server_tokens_match"] = server_tokens_match(row["tokens"], before, after)
     return row
 
 
@@ -735,6 +762,16 @@ def benchmark(base_url: str, *, levels: Sequence[int] = DEFAULT_LEVELS, rates: S
     return report
 
 
+#: Below this many requests a level's percentiles are a handful of values; the table says so.
+FEW_SAMPLES = 10
+
+
+def _server_tokens_cell(r: dict[str, Any]) -> str:
+    if r["server_tokens_predicted"] is None:
+        return "-"
+    return f"{r['server_tokens_predicted']}{'!' if r.get('server_tokens_match') is False else ''}"
+
+
 def _fmt(x: float | None, scale: float = 1.0, digits: int = 0) -> str:
     return "-" if x is None else f"{x * scale:,.{digits}f}"
 
@@ -755,10 +792,16 @@ def render_table(report: dict[str, Any]) -> str:
             f"{_fmt(r['itl_s']['p50'], 1e3, 1):>8} {_fmt(r['itl_s']['p99'], 1e3, 1):>6} "
             f"{_fmt(r['tpot_s']['p50'], 1e3, 1):>9} {_fmt(r['e2e_s']['p50'], 1e3):>8} "
             f"{_fmt(r['achieved_concurrency'], 1, 1):>9} "
-            f"{'-' if r['server_tokens_predicted'] is None else r['server_tokens_predicted']:>10}")
+            f"{_server_tokens_cell(r):>10}")
     slo = report["slo"]
     lines.append(f"times in ms; good/s = requests/s with TTFT <= {slo['ttft_s']:g} s and {slo['itl_rule']} "
                  f"<= {slo['itl_s']:g} s; tok/s counts {report['max_tokens']} tokens per request")
+    if any(r["samples"] < FEW_SAMPLES for r in report["levels"]):
+        lines.append(f"percentiles from fewer than {FEW_SAMPLES} requests: use --requests N")
+    mismatched = [f"{r[key]:g}" for r in report["levels"] if r.get("server_tokens_match") is False]
+    if mismatched:
+        lines.append(f"server tok marked !: the server's count differs from the client's at {', '.join(mismatched)} "
+                     f"{'requests/s' if key == 'rate' else 'users'} (another client on the server, or a miscount)")
     if not report["server"]["metrics"]:
         lines.append("server tok: start llama-server with --metrics to compare its own token count")
     if "crosstalk" in report:

@@ -38,12 +38,24 @@ from helpers.logs import JsonlLog, MemoryBreakdown, PerfMetrics
 
 
 def check_model_file(model: str | os.PathLike[str]) -> Path:
-    """Fail early, and helpfully, when a model path is wrong."""
+    """Fail early, and helpfully, when a model path is wrong: missing, or not a GGUF file.
+
+    The first four bytes of every GGUF file are ``GGUF``. Checking them here, before any
+    llama.cpp binary is found or started, turns a config.json, a Git LFS pointer or an HTML
+    error page saved as ``.gguf`` into one line, instead of llama.cpp's log of a failed load.
+    """
+    from helpers.gguf_header import GGUF_MAGIC, GgufHeaderError
     from helpers.models import CHOICES
 
     path = Path(model).expanduser()
     if not path.is_file():
         raise ModelFileNotFoundError(f"model file not found: {path}. Give a .gguf file, or one of: {CHOICES}")
+    with path.open("rb") as f:
+        head = f.read(len(GGUF_MAGIC))
+    if head != GGUF_MAGIC:
+        found = "it is empty" if not head else f"it starts with {head!r}, not {GGUF_MAGIC!r}"
+        raise GgufHeaderError(f"{path} is not a GGUF file ({found}); give a .gguf model file "
+                              f"(a Git LFS pointer or a saved web page is not one), or one of: {CHOICES}")
     return path
 
 
@@ -55,10 +67,13 @@ def default_model() -> Path:
 
 
 def model_path(model: str | os.PathLike[str] | None) -> Path:
-    """A model name (``smollm2``, ``synthetic``…), a path, or None (the synthetic default): the file."""
+    """A model name (``smollm2``, ``synthetic``…), a path, or None (the synthetic default): the file.
+
+    The file is checked (:func:`check_model_file`) before anything runs on it.
+    """
     from helpers.models import resolve_model
 
-    return default_model() if model is None else resolve_model(model)
+    return check_model_file(default_model() if model is None else resolve_model(model))
 
 
 @dataclass

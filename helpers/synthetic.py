@@ -1,7 +1,7 @@
 """Write small (or full-size) synthetic Qwen3 models as GGUF files.
 
-Our CI and the GPU machines have no access to the Hugging Face Hub, yet every part of the
-course — llama.cpp loading a model, quantizing it, serving it, the memory calculator — needs
+The course must run on machines without access to the Hugging Face Hub, yet every part of it
+— llama.cpp loading a model, quantizing it, serving it, the memory calculator — needs
 a real GGUF file. A synthetic model is one: it has exactly the tensor names, shapes and
 metadata that ``convert_hf_to_gguf.py`` writes for Qwen3, a real (small) BPE tokenizer and a
 ChatML chat template, but *random weights*. So it speaks gibberish. That is fine for what we

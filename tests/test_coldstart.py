@@ -9,6 +9,8 @@ import pytest
 
 from helpers.coldstart import (
     CONTAINER_START_S,
+    PCIE4_X16_EFFECTIVE_GB_S,
+    PCIE4_X16_GB_S,
     VOLUME_READ_GB_S_RANGE,
     cold_start_budget,
     evict,
@@ -43,6 +45,12 @@ def test_the_course_model_budget_adds_up_its_phases():
     slow, fast = (cold_start_budget(b.model_bytes, volume_gb_s=v) for v in VOLUME_READ_GB_S_RANGE)
     assert fast.volume_read_s < b.volume_read_s < slow.volume_read_s
     assert slow.volume_read_s == pytest.approx(2 * fast.volume_read_s)
+
+
+def test_the_pcie_assumption_is_80_percent_of_the_datasheet():
+    """PCIe 4.0 x16: 16 GT/s x 16 lanes, 128b/130b, is 31.5 GB/s; the budget assumes 25 GB/s of it."""
+    assert round(PCIE4_X16_GB_S, 1) == 31.5 and PCIE4_X16_EFFECTIVE_GB_S == 25.0
+    assert cold_start_budget(25_000_000_000).host_to_device_s == pytest.approx(1.0)
 
 
 def test_a_faster_link_shortens_only_its_own_phase():

@@ -25,7 +25,7 @@ LATENCIES = ("ttft_s", "itl_s", "tpot_s", "e2e_s")
 LEVEL_KEYS = {"ok", "failed", "incomplete", "requests", "tokens", "wall_s", "output_tokens_per_s", "requests_per_s",
               "goodput", "slo_met", "achieved_concurrency", "peak_concurrency", "tokens_per_chunk",
               "server_tokens_predicted", "aggregate_tokens_per_s", "per_stream_tokens_per_s", "ttft_median_s",
-              "ttft_p90_s", "all_full_length", *LATENCIES}
+              "ttft_p90_s", "all_full_length", "samples", "server_tokens_match", *LATENCIES}
 
 
 def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -114,6 +114,32 @@ def test_server_counter_arithmetic():
     assert delta["server_tokens_predicted"] == 64 and delta["server_decode_calls"] == 16
     assert delta["server_busy_slots_per_decode"] == pytest.approx(0.0)  # 75 busy-slot steps before, 75 after
     assert set(loadgen.counter_deltas(None, after).values()) == {None}
+    assert loadgen.server_tokens_match(64, before, after) is True
+    assert loadgen.server_tokens_match(63, before, after) is False  # a miscount is flagged
+    assert loadgen.server_tokens_match(64, None, after) is None  # no --metrics: nothing to compare
+    # printed with six significant digits: 1.23457e+06 - 1.23450e+06 = 70, while 71 were generated
+    big = ({"tokens_predicted_total": 1.23450e6}, {"tokens_predicted_total": 1.23457e6})
+    assert loadgen.server_tokens_match(71, *big) is True and loadgen.server_tokens_match(90, *big) is False
+
+
+def test_samples_and_the_few_samples_footnote():
+    """A level of one request has p50 = p90 = p99; the table says the percentiles rest on few requests."""
+    slo = {"ttft_s": 1.0, "itl_s": 0.1}
+    one = loadgen.summarize_level([_timing(0.2, [0.05] * 3, 4)], 1.0, 4, slo)
+    ten = loadgen.summarize_level([_timing(0.1 * i, [0.05] * 3, 4) for i in range(1, 11)]
+                                  + [_timing(None, [], 0, error="disconnected")], 2.0, 4, slo)
+    assert one["samples"] == 1 and one["ttft_s"]["p50"] == one["ttft_s"]["p99"]
+    assert ten["samples"] == 10 and ten["requests"] == 11  # the failed request gives no latency
+    for row, n in ((one, 1), (ten, 4)):
+        row.update(concurrency=n, server_tokens_predicted=row["tokens"], server_tokens_match=True)
+    report = {"mode": "concurrency", "max_tokens": 4, "slo": {**slo, "itl_rule": loadgen.ITL_RULE},
+              "server": {"metrics": True}}
+    footnote = "percentiles from fewer than 10 requests: use --requests N"
+    assert footnote in loadgen.render_table({**report, "levels": [one, ten]})
+    assert footnote not in loadgen.render_table({**report, "levels": [ten]})
+    ten["server_tokens_match"] = False
+    table = loadgen.render_table({**report, "levels": [ten]})
+    assert f"{ten['tokens']}!" in table and "differs from the client's at 4 users" in table
 
 
 def _token(text: str, *top: tuple[str, float]) -> dict:
@@ -171,6 +197,8 @@ def test_bench_json_against_the_course_server(tmp_path):
     assert report["mode"] == "concurrency" and report["slo"]["ttft_s"] == 2.0 and report["slo"]["itl_s"] == 0.1
     assert report["server"] == {"metrics": True, "slots": 8, "n_ctx_per_slot": 8192}  # the course server has --metrics
     assert all(level["server_tokens_predicted"] == level["tokens"] for level in report["levels"])
+    assert all(level["server_tokens_match"] is True for level in report["levels"])
+    assert [level["samples"] for level in report["levels"]] == [1, 4]  # one wave of n requests per level
     assert [level["concurrency"] for level in report["levels"]] == [1, 4]
     for level in report["levels"]:
         assert LEVEL_KEYS <= set(level), LEVEL_KEYS - set(level)
@@ -213,6 +241,7 @@ def test_a_server_killed_mid_run_counts_failures(tiny_model):
     assert set(level["errors"]) <= {"ConnectionRefusedError", "disconnected", "RemoteDisconnected",
                                     "ConnectionResetError", "IncompleteRead"}, level["errors"]
     assert level["server_tokens_predicted"] is None  # the server is gone: no counters after the level
+    assert level["server_tokens_match"] is None and level["samples"] == level["ok"] + level["incomplete"]
 
 
 @pytest.mark.llama
@@ -224,9 +253,11 @@ def test_poisson_mode(tiny_model):
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
     assert report["mode"] == "rate" and report["seed"] == 3 and report["requests_per_level"] == 10
+    assert report["server"]["metrics"] is False  # started without --metrics: no counts to compare
+    assert all(level["server_tokens_match"] is None for level in report["levels"])
     for i, (level, rate) in enumerate(zip(report["levels"], (4.0, 16.0), strict=True)):
         assert level["rate"] == rate and "concurrency" not in level
-        assert (level["ok"], level["failed"], level["requests"]) == (10, 0, 10)
+        assert (level["ok"], level["failed"], level["requests"], level["samples"]) == (10, 0, 10, 10)
         # the level lasts at least until its last arrival, drawn from the seed (seed + level index)
         last_sent = loadgen.arrival_offsets(rate, 10, seed=3 + i)[-1]
         assert last_sent <= level["wall_s"] < last_sent + 10
@@ -282,7 +313,8 @@ def test_server_counts_the_tokens_the_client_counted():
     assert len(slots) == 2
     for row in rows:
         assert row["ok"] == 3 and row["tokens"] == 3 * 16
-        assert row["server_tokens_predicted"] == row["tokens"]
+        assert row["server_tokens_predicted"] == row["tokens"] and row["server_tokens_match"] is True
+        assert row["samples"] == 3
         assert row["server_prompt_tokens"] + row["server_prompt_tokens_cached"] > 0
         assert row["server_decode_calls"] >= 16
         assert 1.0 <= row["server_busy_slots_per_decode"] <= row["concurrency"] + 1e-9

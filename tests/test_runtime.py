@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from helpers.errors import LlamaProcessError, ModelFileNotFoundError
-from helpers.runtime import run_completion
+from helpers.gguf_header import GgufHeaderError
+from helpers.runtime import check_model_file, run_completion
 
 pytestmark = pytest.mark.usefixtures("no_orphans")
 
@@ -47,6 +48,15 @@ def test_context_size_changes_the_kv_cache(tiny_model):
 def test_missing_model_file(tmp_path):
     with pytest.raises(ModelFileNotFoundError, match="model file not found: .*nope.gguf"):
         run_completion("Hi", model=tmp_path / "nope.gguf")
+
+
+def test_a_file_that_is_not_gguf_is_refused_before_llama_cpp_runs(tmp_path, tiny_model):
+    """A web page saved as .gguf fails on its first four bytes, in one line, not in llama.cpp's loader."""
+    page = tmp_path / "model.gguf"
+    page.write_text("<!DOCTYPE html><title>404</title>")
+    with pytest.raises(GgufHeaderError, match=r"model.gguf is not a GGUF file \(it starts with b'<!DO', not b'GGUF'\)"):
+        run_completion("Hi", model=page)
+    assert check_model_file(tiny_model) == tiny_model  # a real GGUF file passes
 
 
 @pytest.mark.parametrize("prompt", ["", "   "])
