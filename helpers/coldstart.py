@@ -47,6 +47,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from helpers.commands import LOAD_MODES
+
 # --- the budget ---------------------------------------------------------------------------
 
 GB = 1e9
@@ -277,7 +279,6 @@ def prewarm(path: str | os.PathLike[str], chunk: int = 8 << 20) -> float:
 
 # --- the stopwatch ------------------------------------------------------------------------
 
-LOAD_MODES = ("mmap", "none")
 CACHE_STATES = ("cold", "warm")
 #: What llama-server must print for the stopwatch: a timestamp on every line, and the
 #: loader's lines (verbosity 4 shows them; 3, the default, hides them).
@@ -393,7 +394,7 @@ def measure_ready(model: str | os.PathLike[str], *, load_mode: str = "mmap", cac
         prewarm(path)
     before = resident_fraction(path)
     settings = ServerSettings(model=str(path), port=process.free_port(), parallel=parallel, threads=threads,
-                              ctx_per_slot=ctx_per_slot, extra_args=(*LOG_ARGS, "--load-mode", load_mode))
+                              ctx_per_slot=ctx_per_slot, load_mode=load_mode, extra_args=LOG_ARGS)
     server = LocalServer(settings, ready_timeout_s=timeout_s, keep_log=True)
     try:
         with server:

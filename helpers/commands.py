@@ -88,8 +88,39 @@ def completion_args(binary: str | os.PathLike[str], s: CompletionSettings) -> li
     return args + list(s.extra_args)
 
 
+#: How llama.cpp reads a model's weights (``--load-mode``): ``mmap`` maps the file (its default),
+#: ``none`` reads it into the process's own memory — what a memory snapshot needs.
+LOAD_MODES = ("mmap", "none")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceSettings:
+    """What every llama-server instance gets: a single server, or each model behind a router.
+
+    A router passes its own arguments on to every model's instance, so these fields mean the
+    same in both (:class:`ServerSettings`, :class:`RouterSettings`).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    parallel: int = 1
+    ctx_per_slot: int = 4096
+    n_gpu_layers: int | str = ALL_LAYERS
+    flash_attn: str = "auto"
+    api_key: str | None = field(default=None, repr=False)
+    threads: int | None = None
+    #: Tokens a reply may have when its request sets no ``max_tokens`` (None: until the context is full).
+    max_tokens: int | None = None
+    #: One of :data:`LOAD_MODES`; None leaves llama.cpp's default.
+    load_mode: str | None = None
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_server_fields(self)
+
+
 @dataclass(frozen=True)
-class ServerSettings:
+class ServerSettings(InstanceSettings):
     """A long-lived llama-server.
 
     ``parallel`` slots serve that many requests at once (continuous batching);
@@ -101,21 +132,10 @@ class ServerSettings:
     """
 
     model: str
-    host: str = "127.0.0.1"
-    port: int = 8080
-    parallel: int = 1
-    ctx_per_slot: int = 4096
-    n_gpu_layers: int | str = ALL_LAYERS
-    flash_attn: str = "auto"
     alias: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    threads: int | None = None
-    #: Tokens a reply may have when its request sets no ``max_tokens`` (None: until the context is full).
-    max_tokens: int | None = None
-    extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_server_fields(self)
+        super().__post_init__()
         object.__setattr__(self, "model", str(self.model))
 
     @property
@@ -131,7 +151,7 @@ def server_args(binary: str | os.PathLike[str], s: ServerSettings) -> list[str]:
     return args + _tail_args(s)
 
 
-def _check_server_fields(s: ServerSettings | RouterSettings) -> None:
+def _check_server_fields(s: InstanceSettings) -> None:
     """The checks a single server and a router share (a router's instances are single servers)."""
     if s.max_tokens is not None and s.max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {s.max_tokens}")
@@ -144,10 +164,12 @@ def _check_server_fields(s: ServerSettings | RouterSettings) -> None:
     if s.flash_attn not in FLASH_ATTN_CHOICES:
         raise ValueError(f"flash_attn must be one of {FLASH_ATTN_CHOICES}, got {s.flash_attn!r}")
     _check_gpu_layers(s.n_gpu_layers)
+    if s.load_mode is not None and s.load_mode not in LOAD_MODES:
+        raise ValueError(f"load_mode must be one of {LOAD_MODES}, got {s.load_mode!r}")
     object.__setattr__(s, "extra_args", tuple(str(a) for a in s.extra_args))
 
 
-def _slot_args(s: ServerSettings | RouterSettings) -> list[str]:
+def _slot_args(s: InstanceSettings) -> list[str]:
     return [
         "--parallel", str(s.parallel),
         "--ctx-size", str(s.parallel * s.ctx_per_slot),
@@ -156,8 +178,10 @@ def _slot_args(s: ServerSettings | RouterSettings) -> list[str]:
     ]
 
 
-def _tail_args(s: ServerSettings | RouterSettings) -> list[str]:
+def _tail_args(s: InstanceSettings) -> list[str]:
     args = []
+    if s.load_mode is not None:
+        args += ["--load-mode", s.load_mode]
     if s.threads is not None:
         args += ["--threads", str(s.threads)]
     if s.max_tokens is not None:
@@ -170,7 +194,7 @@ _SINGLE_MODEL_FLAGS = ("-m", "--model", "-hf", "--hf-repo", "-a", "--alias")
 
 
 @dataclass(frozen=True)
-class RouterSettings:
+class RouterSettings(InstanceSettings):
     """A llama-server in **router mode**: several models behind one address, loaded on demand.
 
     Started without a model, llama-server becomes a router: it lists the GGUF files of
@@ -185,22 +209,12 @@ class RouterSettings:
     """
 
     models_dir: str
-    host: str = "127.0.0.1"
-    port: int = 8080
     #: Models loaded at once (llama.cpp's default is 4; 0 means no limit).
     models_max: int = 4
     autoload: bool = True
-    parallel: int = 1
-    ctx_per_slot: int = 4096
-    n_gpu_layers: int | str = ALL_LAYERS
-    flash_attn: str = "auto"
-    api_key: str | None = field(default=None, repr=False)
-    threads: int | None = None
-    max_tokens: int | None = None
-    extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_server_fields(self)
+        super().__post_init__()
         if isinstance(self.models_max, bool) or not isinstance(self.models_max, int) or self.models_max < 0:
             raise ValueError(f"models_max must be a whole number >= 0 (0 = no limit), got {self.models_max!r}")
         clash = [a for a in self.extra_args if a.split("=")[0] in _SINGLE_MODEL_FLAGS]
@@ -223,7 +237,7 @@ def router_args(binary: str | os.PathLike[str], s: RouterSettings) -> list[str]:
     return args + _tail_args(s)
 
 
-def server_env(s: ServerSettings | RouterSettings) -> dict[str, str]:
+def server_env(s: InstanceSettings) -> dict[str, str]:
     """Environment additions for llama-server (the API key, when there is one).
 
     A router's children inherit its environment, so each instance checks the same key; the

@@ -19,6 +19,7 @@ from typing import Any
 from helpers import process
 from helpers.loadgen import DEFAULT_LEVELS, sweep
 from helpers.results import write_json
+from helpers.server_config import BACKEND_SAMPLING_ARGS
 
 
 @dataclass
@@ -75,9 +76,9 @@ GPU_SUITE: tuple[ServerConfig, ...] = (
     ServerConfig("np8-fa", {"parallel": 8, "ctx_per_slot": 4096, "flash_attn": "on"}, (1, 2, 4, 8, 16)),
     ServerConfig("np32-fa", {"parallel": 32, "ctx_per_slot": 2048, "flash_attn": "on"}),
     ServerConfig("np32-fa-bs", {"parallel": 32, "ctx_per_slot": 2048, "flash_attn": "on",
-                                "extra_args": ("--backend-sampling",)}),
+                                "extra_args": BACKEND_SAMPLING_ARGS}),
     ServerConfig("np16-fa-bs", {"parallel": 16, "ctx_per_slot": 4096, "flash_attn": "on",
-                                "extra_args": ("--backend-sampling",)}, (1, 2, 4, 8, 16)),
+                                "extra_args": BACKEND_SAMPLING_ARGS}, (1, 2, 4, 8, 16)),
 )
 
 

@@ -72,19 +72,15 @@ secrets = [] if SETTINGS.public else [
 #: With memory snapshots (``LLAMACPP_COURSE_SNAPSHOT=1``) llama-server reads the weights into its own
 #: memory instead of mapping the file on the Volume: a snapshot captures a process's memory, not the
 #: pages of a Volume's file. (``--load-mode none`` is how the pinned llama.cpp spells ``--no-mmap``.)
-SNAPSHOT_ARGS = ("--load-mode", "none")
+SNAPSHOT_LOAD_MODE = "none"
 
 
 def container_settings(model_path: str, api_key: str | None, port: int = PORT, host: str = "0.0.0.0"
                        ) -> ServerSettings:
     """The llama-server settings ``serve`` uses: the course's, on every interface of the container."""
-    settings = course_server_settings(model_path, api_key, host=host, port=port,
-                                      backend_sampling=SETTINGS.backend_sampling)
-    if SETTINGS.snapshot:
-        from dataclasses import replace
-
-        settings = replace(settings, extra_args=settings.extra_args + SNAPSHOT_ARGS)
-    return settings
+    return course_server_settings(model_path, api_key, host=host, port=port,
+                                  backend_sampling=SETTINGS.backend_sampling,
+                                  load_mode=SNAPSHOT_LOAD_MODE if SETTINGS.snapshot else None)
 
 
 def llama_server_command(model_path: str, api_key: str | None = None) -> list[str]:

@@ -24,11 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from helpers import process
+from helpers.server_config import BACKEND_SAMPLING_ARGS
 
 #: The server configurations compared, as ServerSettings keywords beyond the slot count. "course"
 #: is the Modal server's (flash attention, backend sampling).
 CONFIGS: dict[str, dict[str, Any]] = {
-    "course": {"flash_attn": "on", "extra_args": ("--backend-sampling",)},
+    "course": {"flash_attn": "on", "extra_args": BACKEND_SAMPLING_ARGS},
     "cpu-sampling": {"flash_attn": "on", "extra_args": ()},
 }
 

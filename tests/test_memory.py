@@ -17,7 +17,7 @@ from helpers.model_shape import from_hf_config
 from helpers.sizes import MIB
 from helpers.speed import bytes_per_token, decode_roofline
 from helpers.synthetic import TINY, model_shape, write_synthetic_model
-from helpers.tradeoff import recommend
+from helpers.tradeoff import choose_quant
 
 from .test_gguf_header import QWEN3_8B_CONFIG
 
@@ -175,15 +175,6 @@ def test_bandwidth_roofline():
     assert bytes_per_token(shape, "Q5_K_M", n_past=4096) - per_token == 4096 * 147456  # 144 KiB per token of KV
 
 
-def test_recommend_q5_k_m_for_the_l4():
-    shape = from_hf_config(QWEN3_8B_CONFIG)
-    rec = recommend(shape, "L4", n_ctx=4096, min_tokens_per_s=40)
-    assert rec.quant == "Q5_K_M"
-    assert set(rec.rejected) == {"F16", "Q8_0", "Q6_K"} and all("tokens/s" in why for why in rec.rejected.values())
-    assert 40 <= rec.expected_tokens_per_s < 45 and rec.max_context == 40960
-    assert recommend(shape, "L4").quant == "F16"  # memory alone would allow F16 at 4k context
-
-
 def test_fits_and_the_largest_context():
     shape = from_hf_config(QWEN3_8B_CONFIG)
     assert fits(shape, "Q5_K_M", "L4", 4096) and not fits(shape, "F16", "T4", 4096)
@@ -200,6 +191,6 @@ def test_clear_errors():
         memory_breakdown(shape, "Q5_K_M", 4096, "RTX9090")
     with pytest.raises(ValueError, match="unknown KV cache type 'q3'"):
         memory_breakdown(shape, "Q5_K_M", 4096, "L4", kv_type="q3")
-    with pytest.raises(ValueError, match=r"no quantization .* T4 .*bigger GPU \(L4, A10"):
-        recommend(shape.with_(n_layer=200), "T4")
+    with pytest.raises(ValueError, match=r"no preset .* T4 .*bigger GPU \(L4, A10"):
+        choose_quant(shape.with_(n_layer=200), "T4")
     assert MIB == 1048576

@@ -337,3 +337,18 @@ def test_a_routers_limit_is_lowered_to_what_the_gpu_holds():
     assert cap_models_max(MODELS, "A100-80GB", 0)[0] == 4  # "no limit" becomes every model, which fits
     limit, why = cap_models_max(MODELS, "T4", 2)  # the 14B cannot fit alone: say so, keep the setting
     assert limit == 2 and "Qwen3-14B Q4_K_M alone needs" in why
+
+
+def test_a_single_server_and_a_router_share_their_instance_settings():
+    """The per-instance fields are one definition: a router passes them to every model's llama-server."""
+    from helpers.commands import ServerSettings
+
+    single = server_args("x", ServerSettings(model="/m/a.gguf", parallel=2, load_mode="none", threads=3))
+    router = router_args("x", RouterSettings("/m", parallel=2, load_mode="none", threads=3))
+    tail = ["--parallel", "2", "--ctx-size", "8192", "--n-gpu-layers", "all", "--flash-attn", "auto"]
+    for args in (single, router):
+        assert args[args.index("--parallel"):args.index("--parallel") + len(tail)] == tail
+        assert args[args.index("--load-mode") + 1] == "none" and args[args.index("--threads") + 1] == "3"
+    for settings in (ServerSettings, lambda **kw: RouterSettings("/m", **kw)):
+        with pytest.raises(ValueError, match="load_mode must be one of"):
+            settings(**({"model": "/m/a.gguf"} if settings is ServerSettings else {}), load_mode="mlock")
