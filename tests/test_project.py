@@ -112,9 +112,21 @@ def test_notebook_files_diff_well(path):
         streams = [o.get("name") if o["output_type"] == "stream" else None for o in cell.get("outputs", [])]
         assert not any(a and a == b for a, b in zip(streams, streams[1:], strict=False)), \
             f"{path.name}: consecutive stream outputs; regenerate with nbconvert --coalesce-streams"
-        if "".join(cell["source"]).startswith("# NBVAL_CHECK_OUTPUT"):
+        if "nbval-check-output" in cell.get("metadata", {}).get("tags", []):
             kinds = {k for o in cell.get("outputs", []) for k in o.get("data", {})}
             assert kinds <= {"text/plain"}, f"{path.name}: compared cell shows {kinds - {'text/plain'}}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_nbval_markers_are_cell_tags(path):
+    """The learner reads code, not test plumbing: nbval's markers are cell tags (``nbval-check-output``,
+    ``nbval-ignore-output``, ``nbval-skip``), never comments in a cell's source."""
+    for cell in _cells(path):
+        source = "".join(cell["source"])
+        assert "NBVAL_" not in source, f"{path.name}: an nbval comment in a code cell; use a cell tag instead"
+        for tag in cell.get("metadata", {}).get("tags", []):
+            assert not tag.startswith("nbval") or tag in {"nbval-check-output", "nbval-ignore-output", "nbval-skip"}, \
+                f"{path.name}: unknown nbval tag {tag!r}"
 
 
 def test_every_notebook_with_exercises_has_solutions():
