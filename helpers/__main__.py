@@ -208,10 +208,10 @@ def _gpu_bench(args: argparse.Namespace) -> None:
 def _modal_plan(args: argparse.Namespace) -> None:
     import warnings
 
-    from helpers.modal_plan import plan_here, render_text
+    from helpers.modal_plan import APP_MODULES, plan_here, render_text
 
     warnings.filterwarnings("ignore", module="modal")
-    plan = plan_here()
+    plan = plan_here(args.app or APP_MODULES)
     print(json.dumps(plan, indent=1) if args.json else render_text(plan))
 
 
@@ -376,6 +376,9 @@ def parser() -> argparse.ArgumentParser:
 
     mp = sub.add_parser("modal-plan", help="what the course will run on Modal, without an account")
     mp.add_argument("--json", action="store_true", help="one JSON object: {\"functions\": [...]}")
+    mp.add_argument("--app", action="append", metavar="FILE_OR_MODULE",
+                    help="plan this app instead of the course's: a .py file (as `modal run FILE.py` imports it) or a "
+                         "module name; repeat for several")
     mp.set_defaults(func=_modal_plan)
     return p
 

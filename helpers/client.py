@@ -143,7 +143,7 @@ def loading_answer(exc: BaseException) -> str | None:
 
 def retry_while_loading(call: Callable[[], T], *, timeout_s: float | None = LOAD_TIMEOUT_S,
                         base_s: float = RETRY_BASE_S, cap_s: float = RETRY_CAP_S, where: str = "the server",
-                        ) -> tuple[T, LoadWait]:
+                        on_retry: Callable[[int, str], None] | None = None) -> tuple[T, LoadWait]:
     """Run ``call()`` until it gets past a loading server; return its result and how long that took.
 
     A failure that :func:`loading_answer` recognises (503, connection refused) is retried after
@@ -156,6 +156,10 @@ def retry_while_loading(call: Callable[[], T], *, timeout_s: float | None = LOAD
     This wraps what the ``openai`` client does itself: it retries a 503 too, but a fixed number
     of times (``max_retries``, 2 by default, pauses from 0.5 s doubling), about 1.5 s in all —
     shorter than a cold start. Here the budget is time, which is what a cold start costs.
+
+    ``on_retry(attempt, answer)`` is called after each refused attempt that will be retried,
+    before the pause: to log the wait, or to act on it — a demonstration can start the server
+    only once the request has provably met a server that was not ready.
     """
     if timeout_s is not None and timeout_s < 0:
         raise ValueError(f"timeout_s must be >= 0 seconds or None, got {timeout_s}")
@@ -177,6 +181,8 @@ def retry_while_loading(call: Callable[[], T], *, timeout_s: float | None = LOAD
                     f"{where} was still not serving after {timeout_s:g} s ({attempt} attempts; last answer: "
                     f"{answer}). A cold server loads its model first: wait for it with wait_until_ready(), "
                     "or allow more time (load_timeout_s=…).") from None
+            if on_retry is not None:
+                on_retry(attempt, answer)
             time.sleep(min(remaining, random.uniform(0.0, min(cap_s, base_s * 2 ** (attempt - 1)))))
             last = answer
             continue
@@ -187,34 +193,59 @@ class StreamClock:
     """When the tokens of one streamed reply arrived — the course's only timing formula.
 
     * time to first token (TTFT) = first token's arrival − request sent;
-    * decode speed = (tokens − 1) ÷ (last arrival − first arrival): the first token pays for
+    * decode speed = (tokens − 1) ÷ (end of the reply − first arrival): the first token pays for
       the prompt, every later one for one decode step, so it is left out of the rate.
+
+    The end of the reply is the chunk that says why it ended (``finish_reason``), which the
+    server sends right after its last token — not the last chunk with text. The two differ when
+    the last tokens add no text (an end-of-turn token that ``ignore_eos`` let the model generate,
+    the first bytes of a character): timing ``tokens − 1`` steps over the shorter window would
+    report a speed the server never reached. Without that chunk (a stream cut short), the last
+    text chunk ends the window.
 
     ``tokens`` is the server's count when it reports one (``usage``), else the chunks seen:
     llama-server sends one token per chunk, but a proxy may merge chunks.
+
+    ``started`` and each ``at`` are ``time.monotonic()`` readings; they default to "now" and are
+    given explicitly only to check the formula with made-up timestamps.
     """
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(self, started: float | None = None) -> None:
+        self.started = time.monotonic() if started is None else started
         self.first: float | None = None
         self.last: float | None = None
+        self.finished: float | None = None
         self.chunks = 0
 
-    def tick(self) -> None:
+    def tick(self, at: float | None = None) -> None:
         """A chunk with text (answer or reasoning) arrived."""
-        now = time.monotonic()
+        now = time.monotonic() if at is None else at
         self.first = now if self.first is None else self.first
         self.last = now
         self.chunks += 1
+
+    def finish(self, at: float | None = None) -> None:
+        """The chunk with the ``finish_reason`` arrived: the server generated its last token."""
+        if self.finished is None:
+            self.finished = time.monotonic() if at is None else at
 
     @property
     def ttft_s(self) -> float | None:
         return None if self.first is None else self.first - self.started
 
-    def tokens_per_s(self, tokens: int) -> float | None:
-        if self.first is None or self.last is None or self.last <= self.first or tokens < 2:
+    @property
+    def decode_s(self) -> float | None:
+        """First token → end of the reply (seconds): the window the decode speed is measured over."""
+        if self.first is None:
             return None
-        return (tokens - 1) / (self.last - self.first)
+        end = self.finished if self.finished is not None and self.finished >= self.first else self.last
+        return end - self.first
+
+    def tokens_per_s(self, tokens: int) -> float | None:
+        window = self.decode_s
+        if window is None or window <= 0 or tokens < 2:
+            return None
+        return (tokens - 1) / window
 
 
 @dataclass
@@ -250,6 +281,7 @@ def stream_chat(
     extra_body: dict[str, Any] | None = None,
     echo: bool | Callable[[str, str], None] = False,
     load_timeout_s: float | None = LOAD_TIMEOUT_S,
+    on_retry: Callable[[int, str], None] | None = None,
 ) -> ChatResult:
     """Stream one chat completion through an ``openai.OpenAI`` client and time it.
 
@@ -260,7 +292,9 @@ def stream_chat(
 
     A server that is still loading its model (503) or not listening yet is waited for, up to
     ``load_timeout_s`` seconds (:func:`retry_while_loading`); None sends the request once. The
-    client's own ``max_retries`` still applies inside each attempt.
+    client's own ``max_retries`` still applies inside each attempt. ``on_retry(attempt, answer)``
+    hears of every refused attempt (``answer`` is e.g. ``503 Loading model``), numbered from 1
+    across the whole call.
     """
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
@@ -271,9 +305,17 @@ def stream_chat(
 
     where = f"llama-server at {getattr(client, 'base_url', 'the given address')}"
     waited_for_model = LoadWait()
+    refused = 0
+
+    def heard(_attempt: int, answer: str) -> None:
+        nonlocal refused
+        refused += 1
+        if on_retry is not None:
+            on_retry(refused, answer)
+
     if model is None:
         model, waited_for_model = retry_while_loading(lambda: _first_model(client), timeout_s=load_timeout_s,
-                                                      where=where)
+                                                      where=where, on_retry=heard)
     kwargs: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -294,7 +336,7 @@ def stream_chat(
         clock = StreamClock()  # each attempt restarts the clock: TTFT is the answered request's
         return clock, client.chat.completions.create(**kwargs)
 
-    (clock, stream), waited = retry_while_loading(open_stream, timeout_s=load_timeout_s, where=where)
+    (clock, stream), waited = retry_while_loading(open_stream, timeout_s=load_timeout_s, where=where, on_retry=heard)
     for chunk in stream:
         extra = chunk.model_extra or {}
         if extra.get("timings"):
@@ -317,6 +359,7 @@ def stream_chat(
                     printer("content", piece_c)
             if choice.finish_reason:
                 finish_reason = choice.finish_reason
+                clock.finish()
     total = time.monotonic() - clock.started
     if printer is not None and echo is True:
         print(flush=True)

@@ -1,17 +1,25 @@
-"""Cold starts of a llama-server: a budget from sizes and bandwidths, and a stopwatch for this machine.
+"""Cold starts of a llama-server: one budget from sizes, bandwidths and measurements, and a stopwatch.
 
 A *cold start* is everything between "a request arrives and no container is running" and
-"llama-server answers it". For one container it has four parts, each a size divided by a
-bandwidth or a fixed cost:
+"the request gets its first token". :func:`model_cold_start_budget` is the course's one figure for
+it — ``budget.total_s`` with a ``low_s``–``high_s`` range, for Qwen3-8B Q5_K_M on the L4 — and
+every notebook and the cost model (:mod:`helpers.traffic`) use it. It has eight stages, each a
+size divided by a bandwidth, a measured time, or a documented fixed cost, each with its source:
 
-1. **container start** — Modal allocates a machine and starts the container;
-2. **reading the GGUF file from the Volume** — file size ÷ the Volume's read bandwidth;
-3. **copying the weights into GPU memory** — file size ÷ the host-to-device (PCIe) bandwidth;
-4. **warm-up** — llama-server runs one empty decode step before it says it is ready, which reads
-   every weight once: one token's time at the GPU's expected decode speed.
+1. **GPU placement + container start** — Modal's documented ~1 s, more while no GPU is free;
+2. **the image's files** the start reads (Python, llama-server, CUDA's libraries) — fetched lazily
+   by Modal's file system;
+3. **CUDA initialisation** — measured on the course's H200 (llama-server's log, and CUDA alone);
+4. **the GGUF header and vocabulary** — measured there too;
+5. **reading the GGUF file from the Volume** — file size ÷ the Volume's read bandwidth;
+6. **copying the weights into GPU memory** — file size ÷ the host-to-device bandwidth, measured on
+   the H200 and scaled by the GPU's PCIe generation;
+7. **the KV cache and the warm-up** — llama-server's one decode step before it says it is ready;
+8. **the client's retry** — the first token arrives at the retry that follows readiness, not at
+   readiness itself (:func:`retry_delay_s`).
 
-:func:`cold_start_budget` adds them up for any file size; :func:`model_cold_start_budget` does
-it for a model and quantization the calculators know (the course's Qwen3-8B Q5_K_M: 5.85 GB).
+:func:`article_check` sets it beside the article's figures (≈20 s to the first token after a
+scale-to-zero, ~12 s warm): the same thinking time on top of a cold start of about 8 s.
 
 The second half measures the same thing where you can watch it: :func:`measure_ready` starts a
 real llama-server (:class:`helpers.runtime.LocalServer`) and times process start → ready,
@@ -27,7 +35,7 @@ microseconds since the process started, and it logs ``model loaded`` at the inst
 ``/health`` turns from 503 to 200 — so the log is the precise clock, and it also splits the
 start into phases (reading tensors, creating the context, warm-up).
 
-    python -m helpers.coldstart            # the budget for Qwen3-8B Q5_K_M on an L4
+    python -m helpers.coldstart            # the budget for Qwen3-8B Q5_K_M on an L4, with its sources
     python -m helpers.coldstart --measure  # the local table (a 1.2 GB synthetic Qwen3 and SmolLM2)
 """
 
@@ -52,26 +60,65 @@ from helpers.commands import LOAD_MODES
 # --- the budget ---------------------------------------------------------------------------
 
 GB = 1e9
+#: The course's recorded GPU measurements (read, never copied into this file).
+BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+#: llama-server started 8 times on an NVIDIA H200 with a 7.1 GB model, timed by its own log.
+GPU_COLD_STARTS = BENCHMARKS / "h200-efficiency-2026-11-27" / "gpu_cold_starts.json"
+#: CUDA's start-up and host-to-device copies on the same kind of machine, 5 fresh processes.
+CUDA_INIT = BENCHMARKS / "h200-cuda-init-2026-12-04" / "cuda_init.jsonl"
 
-#: Container start, in seconds. Modal's guide "Cold start performance"
-#: (https://modal.com/docs/guide/cold-start) states that starting up a container "incurs a
-#: cold-start time of ~1s"; the code that runs after that (for us: llama-server) is the rest of
-#: the budget. A GPU container with a large image can take longer: read the real figure off your
-#: own container's log and pass it as ``container_start_s``.
+#: Where the assumptions come from (printed with :meth:`ColdStartBudget.sources`).
+MODAL_COLD_START_URL = "https://modal.com/docs/guide/cold-start"
+MODAL_GPU_FALLBACKS_URL = "https://modal.com/docs/examples/gpu_fallbacks"
+MODAL_LAZY_IMAGES_URL = "https://modal.com/blog/jono-containers-talk"
+MODAL_VOLUME_EXAMPLE_URL = ("https://github.com/modal-labs/modal-examples/blob/main/06_gpu_and_ml/llm-serving/"
+                            "vllm_low_latency_server.py")
+
+#: 1. GPU placement and container start. Modal's guide *Cold start performance* says starting a
+#: container "incurs a cold-start time of ~1s"; that is the low end and the course's value. The high
+#: end is an assumption: Modal places a GPU container on a machine with a free GPU of the type asked
+#: for, and its example *Set "fallback" GPUs* warns that "GPU availabilities on Modal can fluctuate" —
+#: a wait with no published figure. 5 s stands for "a few seconds", not for a measurement.
 CONTAINER_START_S = 1.0
+CONTAINER_START_RANGE_S = (1.0, 5.0)
 
-#: Read bandwidth of a Modal Volume, GB/s. Modal's own LLM-serving example
-#: (modal-labs/modal-examples, 06_gpu_and_ml/llm-serving/vllm_low_latency_server.py) says of
-#: loading weights from a Volume: "Typical speeds are around one to two GB/s." We take the middle
-#: of that range; :data:`VOLUME_READ_GB_S_RANGE` keeps both ends.
+#: 2. The image: the files the start reads. Modal does not copy an image before a container starts;
+#: its file system fetches a file when the container first reads it (*Fast, lazy container loading
+#: in Modal.com*, 2024: "about 2.5 gigabytes per second", 800 MB/s in its first version). What a
+#: start of the course's server reads: CUDA's libraries that llama.cpp's CUDA backend links (sizes
+#: measured with ``ls -l`` on the course's H200 machine, CUDA 13.0; the image's CUDA 12.9 is of the
+#: same order), the files of a Python process with ``modal`` and ``helpers`` imported (431 files,
+#: 52.6 MB, read off ``/proc/self/maps`` on the course's 2-core machine), and llama-server with its
+#: ggml libraries built for one CUDA architecture — not measured, an assumed 0.05–0.3 GB. All are
+#: upper bounds: a library's pages are fetched only as they are touched.
+IMAGE_READ_GB_S = 2.5
+IMAGE_READ_GB_S_RANGE = (0.8, 2.5)
+CUDA_LIBRARY_BYTES = {"libcublasLt.so.13": 541_595_600, "libcublas.so.13": 54_177_976, "libcudart.so.13": 704_288}
+PYTHON_START_BYTES = 52_600_000
+LLAMA_SERVER_BYTES_RANGE = (50_000_000, 300_000_000)
+
+#: 5. Read bandwidth of a Modal Volume, GB/s. Modal's own LLM-serving example says of loading weights
+#: from a Volume: "Typical speeds are around one to two GB/s." The middle is the value. (The course's
+#: H200 machine read its disk at 1.2 GB/s: the same order.)
 VOLUME_READ_GB_S = 1.5
 VOLUME_READ_GB_S_RANGE = (1.0, 2.0)
 
-#: PCIe 4.0 x16 (the L4's host link): 16 GT/s per lane x 16 lanes with 128b/130b encoding is
-#: 31.5 GB/s in each direction on paper. Copies from pinned host memory reach roughly 80% of it,
-#: so the budget assumes 25 GB/s; it is a parameter because it is an assumption, not a datasheet.
+#: 6. The host link. PCIe doubles its rate per generation; 4.0 x16 is 16 GT/s x 16 lanes with
+#: 128b/130b encoding, 31.5 GB/s each way on paper. Generation of each GPU's host link (NVIDIA's
+#: datasheets): the measured H200 copies are scaled by 2^(generation − 5) for another GPU.
 PCIE4_X16_GB_S = 16e9 * 16 * 128 / 130 / 8 / GB
-PCIE4_X16_EFFECTIVE_GB_S = float(round(0.8 * PCIE4_X16_GB_S))  # 25.0
+PCIE_GENERATION = {"T4": 3, "L4": 4, "A10": 4, "L40S": 4, "A100-40GB": 4, "A100-80GB": 4, "H100": 5, "H200": 5,
+                   "B200": 5}
+MEASURED_PCIE_GENERATION = 5  # the H200 of CUDA_INIT
+
+#: 8. The client: where the first successful token lands. ``helpers.client.stream_chat`` retries a
+#: loading server after pauses drawn between 0 and up to ``RETRY_CAP_S`` (4 s), so the attempt that
+#: succeeds comes some time *after* the server is ready — see :func:`retry_delay_s`.
+#: The article's first-token figures (its section "Cold starts", L4, Qwen3-8B Q5_K_M): ≈20 s after a
+#: scale-to-zero, ~12 s warm. The warm 12 s is Qwen3's thinking before its first *content* token
+#: (notebook 05's solutions), which a cold request pays as well.
+ARTICLE_COLD_FIRST_TOKEN_S = 20.0
+ARTICLE_WARM_FIRST_TOKEN_S = 12.0
 
 
 def _positive(name: str, value: float) -> float:
@@ -80,91 +127,286 @@ def _positive(name: str, value: float) -> float:
     return float(value)
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A quantity read from the course's recorded runs: every run's value, and their median."""
+
+    values: tuple[float, ...]
+    where: str
+
+    @property
+    def low(self) -> float:
+        return min(self.values)
+
+    @property
+    def median(self) -> float:
+        return _median(list(self.values))
+
+    @property
+    def high(self) -> float:
+        return max(self.values)
+
+
+def recorded_llama_server_phases() -> dict[str, Measured]:
+    """The phases of llama-server's start on the H200 (:data:`GPU_COLD_STARTS`, all 8 runs).
+
+    ``cuda``: process start → ``load_model: loading model`` — what comes before the model: loading
+    the CUDA backend and initialising CUDA (the log's total minus the phases after it);
+    ``header``: the GGUF header and the vocabulary; ``context_warmup``: creating the context (the KV
+    cache) and the warm-up decode step. Reading the tensors is not here: it depends on the disk and
+    the file, which the budget takes from the Volume and the GGUF size instead.
+    """
+    import json
+
+    runs = json.loads(GPU_COLD_STARTS.read_text())["runs"]
+    where = "llama-server's log, NVIDIA H200, 8 starts (docs/benchmarks/h200-efficiency-2026-11-27)"
+    before = [r["log_ready_s"] - r["metadata_s"] - r["tensors_s"] - r["context_s"] - r["warmup_s"] for r in runs]
+    return {"cuda": Measured(tuple(before), where),
+            "header": Measured(tuple(r["metadata_s"] for r in runs), where),
+            "context_warmup": Measured(tuple(r["context_s"] + r["warmup_s"] for r in runs), where)}
+
+
+def recorded_cuda_init() -> dict[str, Measured]:
+    """CUDA alone on the H200 (:data:`CUDA_INIT`): ``init`` (load libcuda → first allocation, s) and
+    the host-to-device copy rates, ``pageable`` and ``pinned`` (GB/s)."""
+    import json
+
+    runs = [json.loads(line) for line in CUDA_INIT.read_text().splitlines() if line.strip()]
+    where = "NVIDIA H200, 5 fresh processes (docs/benchmarks/h200-cuda-init-2026-12-04)"
+    return {"init": Measured(tuple(r["total_to_first_alloc_s"] for r in runs), where),
+            "pageable": Measured(tuple(r["htod_pageable_GB_s"] for r in runs), where),
+            "pinned": Measured(tuple(r["htod_pinned_GB_s"] for r in runs), where)}
+
+
+def pcie_scale(gpu: str) -> float:
+    """Host-link speed of ``gpu`` relative to the measured H200's (PCIe doubles per generation)."""
+    from helpers.gpus import gpu_spec
+
+    name = gpu_spec(gpu).name
+    if name not in PCIE_GENERATION:
+        raise ValueError(f"no PCIe generation known for {name}; add it to helpers.coldstart.PCIE_GENERATION")
+    return 2.0 ** (PCIE_GENERATION[name] - MEASURED_PCIE_GENERATION)
+
+
+def retry_delay_s(cap_s: float) -> float:
+    """Mean wait between "ready" and the retry that gets through, for pauses drawn from U(0, ``cap_s``).
+
+    Once a cold start has lasted a few seconds every pause of :func:`helpers.client.retry_while_loading`
+    is drawn between 0 and the cap. Readiness falls inside one of those pauses, and a long pause is
+    more likely to contain it than a short one (it covers more time): with pause length G the mean
+    remaining wait is E[G²] ÷ (2·E[G]) = (cap²/3) ÷ cap = cap ÷ 3.
+    """
+    return _positive("cap_s", cap_s) / 3
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a cold start: its course value, a low–high range, how it is computed and from what."""
+
+    key: str
+    name: str
+    low_s: float
+    value_s: float
+    high_s: float
+    formula: str
+    source: str
+    #: "measured", "documented" (a vendor's published figure) or "assumed"
+    kind: str
+
+
 @dataclass(frozen=True)
 class ColdStartBudget:
-    """The predicted cold start of one container, phase by phase (seconds).
+    """The predicted cold start of one container, stage by stage (seconds): from a request that finds no
+    container to the first token of the attempt that gets through.
 
-    ``total_s`` adds the phases one after the other. llama.cpp can overlap two of them: when it
-    reads the file without mmap it copies each chunk to the GPU from pinned memory while the
-    next chunk is being read, so the slower of reading and copying sets the pace —
-    ``overlapped_s`` is that lower bound.
+    ``total_s`` is the course's value (every stage at its value, one after the other); ``low_s`` and
+    ``high_s`` put every stage at its low or high end. Every notebook and the cost model use these.
     """
 
     model_bytes: int
-    container_start_s: float
-    volume_read_s: float
-    host_to_device_s: float
-    warmup_s: float
+    gpu: str
+    stages: tuple[Stage, ...]
     volume_gb_s: float
     host_to_device_gb_s: float
 
     @property
     def total_s(self) -> float:
-        return self.container_start_s + self.volume_read_s + self.host_to_device_s + self.warmup_s
+        return sum(s.value_s for s in self.stages)
 
     @property
-    def overlapped_s(self) -> float:
-        return self.container_start_s + max(self.volume_read_s, self.host_to_device_s) + self.warmup_s
+    def low_s(self) -> float:
+        return sum(s.low_s for s in self.stages)
+
+    @property
+    def high_s(self) -> float:
+        return sum(s.high_s for s in self.stages)
+
+    def stage(self, key: str) -> Stage:
+        for s in self.stages:
+            if s.key == key:
+                return s
+        raise KeyError(f"no stage {key!r}; the stages are {[s.key for s in self.stages]}")
+
+    # the stages most often asked for, by name
+    @property
+    def container_start_s(self) -> float:
+        return self.stage("container").value_s
+
+    @property
+    def volume_read_s(self) -> float:
+        return self.stage("volume").value_s
+
+    @property
+    def host_to_device_s(self) -> float:
+        return self.stage("copy").value_s
+
+    @property
+    def warmup_s(self) -> float:
+        return self.stage("warmup").value_s
+
+    @property
+    def server_ready_s(self) -> float:
+        """Up to llama-server's ``/health`` turning 200: every stage but the client's retry."""
+        return self.total_s - self.stage("retry").value_s
 
     def phases(self) -> dict[str, float]:
-        """Phase name → seconds, in the order they happen."""
-        return {"container start": self.container_start_s, "read GGUF from the Volume": self.volume_read_s,
-                "copy weights to GPU memory": self.host_to_device_s, "warm-up (one decode step)": self.warmup_s}
+        """Stage name → seconds (its value), in the order they happen."""
+        return {s.name: s.value_s for s in self.stages}
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "total_s": self.total_s, "overlapped_s": self.overlapped_s}
+        return {**asdict(self), "total_s": self.total_s, "low_s": self.low_s, "high_s": self.high_s}
 
     def table(self) -> str:
-        """The budget as aligned text lines, with each formula."""
-        size = self.model_bytes / GB
-        formulas = {"container start": "from Modal's guide",
-                    "read GGUF from the Volume": f"{size:.2f} GB / {self.volume_gb_s:g} GB/s",
-                    "copy weights to GPU memory": f"{size:.2f} GB / {self.host_to_device_gb_s:g} GB/s",
-                    "warm-up (one decode step)": "1 token at the expected decode speed"}
-        lines = [f"{name:<30} {seconds:7.2f} s   {formulas[name]}" for name, seconds in self.phases().items()]
-        lines.append(f"{'total (one after another)':<30} {self.total_s:7.2f} s")
-        lines.append(f"{'total (read and copy overlap)':<30} {self.overlapped_s:7.2f} s")
+        """The budget as aligned text: each stage's value, range and formula."""
+        lines = [f"{'stage':<40} {'value':>7} {'low':>6} {'high':>6}   how",
+                 *(f"{s.name:<40} {s.value_s:6.2f}s {s.low_s:5.2f}s {s.high_s:5.2f}s   {s.formula}"
+                   for s in self.stages),
+                 f"{'total: request to first token':<40} {self.total_s:6.2f}s {self.low_s:5.2f}s {self.high_s:5.2f}s"]
         return "\n".join(lines)
 
+    def sources(self) -> str:
+        """Where each stage's numbers come from, one line each."""
+        return "\n".join(f"{s.name}: {s.kind} — {s.source}" for s in self.stages)
 
-def cold_start_budget(model_bytes: int, *, container_start_s: float = CONTAINER_START_S,
-                      volume_gb_s: float = VOLUME_READ_GB_S, host_to_device_gb_s: float = PCIE4_X16_EFFECTIVE_GB_S,
-                      warmup_s: float = 0.0) -> ColdStartBudget:
-    """The cold start of a container that serves a ``model_bytes`` GGUF file.
 
-    Every phase but the container start is a size divided by a bandwidth; pass your own
-    bandwidths (decimal GB/s) to see which phase a faster disk or link would shorten.
+def cold_start_budget(model_bytes: int, *, gpu: str = "L4", decode_tps: float | None = None,
+                      container_start_s: float | None = None, volume_gb_s: float | None = None,
+                      host_to_device_gb_s: float | None = None, retry_cap_s: float | None = None,
+                      ) -> ColdStartBudget:
+    """The cold start of a container that serves a ``model_bytes`` GGUF file on ``gpu``.
+
+    Each stage has a value and a range from its source (see the module's constants). A number you
+    pass replaces its stage's source: it is then known, and the stage has no range.
+    ``decode_tps`` is the GPU's speed for this model (the warm-up runs one decode step); without
+    it the warm-up counts no decode time beyond the H200's measured one.
     """
-    if not isinstance(model_bytes, int) or model_bytes <= 0:
+    from helpers.client import RETRY_CAP_S
+
+    if not isinstance(model_bytes, int) or isinstance(model_bytes, bool) or model_bytes <= 0:
         raise ValueError(f"model_bytes must be a positive whole number of bytes, got {model_bytes!r}")
-    if container_start_s < 0 or warmup_s < 0:
-        raise ValueError("container_start_s and warmup_s must be >= 0 seconds")
-    volume_gb_s = _positive("volume_gb_s", volume_gb_s)
-    host_to_device_gb_s = _positive("host_to_device_gb_s", host_to_device_gb_s)
-    return ColdStartBudget(
-        model_bytes=model_bytes, container_start_s=float(container_start_s),
-        volume_read_s=model_bytes / (volume_gb_s * GB), host_to_device_s=model_bytes / (host_to_device_gb_s * GB),
-        warmup_s=float(warmup_s), volume_gb_s=volume_gb_s, host_to_device_gb_s=host_to_device_gb_s,
-    )
+    size = model_bytes / GB
+    scale = pcie_scale(gpu)
+    server, cuda = recorded_llama_server_phases(), recorded_cuda_init()
+
+    def fixed_or(value: float | None, name: str, low: float, mid: float, high: float) -> tuple[float, float, float]:
+        if value is None:
+            return low, mid, high
+        v = _positive(name, value)
+        return v, v, v
+
+    stages = []
+    c = fixed_or(container_start_s, "container_start_s", CONTAINER_START_RANGE_S[0], CONTAINER_START_S,
+                 CONTAINER_START_RANGE_S[1])
+    stages.append(Stage("container", "GPU placement + container start", *c, "a fixed cost",
+                        f"Modal's guide: ~1 s ({MODAL_COLD_START_URL}); more while no GPU is free "
+                        f"({MODAL_GPU_FALLBACKS_URL}): assumed up to {CONTAINER_START_RANGE_S[1]:g} s",
+                        "documented" if container_start_s is None else "given"))
+    libs = sum(CUDA_LIBRARY_BYTES.values()) + PYTHON_START_BYTES
+    lo_b, hi_b = (libs + b for b in LLAMA_SERVER_BYTES_RANGE)
+    mid_b = (lo_b + hi_b) / 2
+    stages.append(Stage("image", "image files the start reads", lo_b / GB / IMAGE_READ_GB_S_RANGE[1],
+                        mid_b / GB / IMAGE_READ_GB_S, hi_b / GB / IMAGE_READ_GB_S_RANGE[0],
+                        f"{mid_b / GB:.2f} GB / {IMAGE_READ_GB_S:g} GB/s",
+                        f"Modal's lazy image loading, {IMAGE_READ_GB_S_RANGE[0]:g}–{IMAGE_READ_GB_S_RANGE[1]:g} GB/s "
+                        f"({MODAL_LAZY_IMAGES_URL}); CUDA's libraries measured, llama-server's assumed", "documented"))
+    m = server["cuda"]
+    stages.append(Stage("cuda", "CUDA initialisation", m.low, m.median, m.high,
+                        "measured: process start → model load begins", m.where, "measured"))
+    m = server["header"]
+    stages.append(Stage("header", "GGUF header and vocabulary", m.low, m.median, m.high,
+                        "measured: llama-server's log", m.where, "measured"))
+    v = fixed_or(volume_gb_s, "volume_gb_s", VOLUME_READ_GB_S_RANGE[1], VOLUME_READ_GB_S, VOLUME_READ_GB_S_RANGE[0])
+    stages.append(Stage("volume", "read the GGUF file from the Volume", size / v[0], size / v[1], size / v[2],
+                        f"{size:.2f} GB / {v[1]:g} GB/s",
+                        f"Modal's example: \"around one to two GB/s\" ({MODAL_VOLUME_EXAMPLE_URL})",
+                        "documented" if volume_gb_s is None else "given"))
+    pageable = cuda["pageable"]
+    h = fixed_or(host_to_device_gb_s, "host_to_device_gb_s", pageable.high * scale, pageable.median * scale,
+                 pageable.low * scale)
+    stages.append(Stage("copy", "copy the weights to GPU memory", size / h[0], size / h[1], size / h[2],
+                        f"{size:.2f} GB / {h[1]:.1f} GB/s",
+                        f"pageable copies (llama.cpp's default mmap) measured on the H200, {pageable.low:.1f}–"
+                        f"{pageable.high:.1f} GB/s, x{scale:g} for this GPU's PCIe generation",
+                        "measured" if host_to_device_gb_s is None else "given"))
+    m = server["context_warmup"]
+    extra = 0.0 if decode_tps is None else 1.0 / _positive("decode_tps", decode_tps)
+    stages.append(Stage("warmup", "KV cache + warm-up decode step", m.low + extra, m.median + extra, m.high + extra,
+                        "measured on the H200 + one token on this GPU" if extra else "measured on the H200",
+                        m.where, "measured"))
+    cap = RETRY_CAP_S if retry_cap_s is None else _positive("retry_cap_s", retry_cap_s)
+    stages.append(Stage("retry", "client's next retry after ready", 0.0, retry_delay_s(cap), cap,
+                        f"pauses of 0–{cap:g} s: mean {cap:g}/3",
+                        "helpers.client.stream_chat's backoff (RETRY_CAP_S), derived in retry_delay_s", "derived"))
+    return ColdStartBudget(model_bytes=model_bytes, gpu=gpu, stages=tuple(stages), volume_gb_s=v[1],
+                           host_to_device_gb_s=h[1])
 
 
 def model_cold_start_budget(model: str = "Qwen3-8B", quant: str = "Q5_K_M", gpu: str = "L4",
                             **overrides: float) -> ColdStartBudget:
-    """:func:`cold_start_budget` for a built-in model shape: its file size from :mod:`helpers.sizes`,
-    its warm-up from the expected decode speed on ``gpu`` (:mod:`helpers.speed`).
+    """:func:`cold_start_budget` for a built-in model shape — the one cold start every notebook uses.
 
-    llama-server's warm-up is one decode step on an empty context, which reads every weight
-    once: 1 ÷ tokens per second. What CUDA does once per process (creating its context, loading
-    kernels) is not a size over a bandwidth and is not in the budget; it shows up in the
-    container's log.
+    The file size comes from :mod:`helpers.sizes`, the warm-up's decode step from
+    :func:`helpers.speed.expected_decode_tps` on ``gpu`` (the article's measured 41.47 tok/s for the
+    course's Qwen3-8B Q5_K_M on the L4).
     """
     from helpers.model_shape import known_shape
     from helpers.sizes import file_size
     from helpers.speed import expected_decode_tps
 
     shape = known_shape(model)
-    overrides.setdefault("warmup_s", 1.0 / expected_decode_tps(shape, quant, gpu))
-    return cold_start_budget(file_size(shape, quant), **overrides)
+    overrides.setdefault("decode_tps", expected_decode_tps(shape, quant, gpu))
+    return cold_start_budget(file_size(shape, quant), gpu=gpu, **overrides)
+
+
+@dataclass(frozen=True)
+class ArticleCheck:
+    """The article's first-token times set beside the budget."""
+
+    cold_first_token_s: float  # the article: ≈20 s after scale-to-zero
+    warm_first_token_s: float  # the article: ~12 s warm (Qwen3's thinking)
+    budget: ColdStartBudget
+
+    @property
+    def implied_cold_start_s(self) -> float:
+        """What the article's numbers leave for the cold start: cold first token − the warm reply's."""
+        return self.cold_first_token_s - self.warm_first_token_s
+
+    @property
+    def predicted_cold_first_token_s(self) -> float:
+        """The budget plus the same reply time a warm request shows."""
+        return self.budget.total_s + self.warm_first_token_s
+
+
+def article_check(budget: ColdStartBudget | None = None) -> ArticleCheck:
+    """The article's ≈20 s cold and ~12 s warm first tokens against ``budget`` (the course's by default)."""
+    return ArticleCheck(ARTICLE_COLD_FIRST_TOKEN_S, ARTICLE_WARM_FIRST_TOKEN_S,
+                        budget if budget is not None else model_cold_start_budget())
 
 
 def snapshot_gpu_bytes(model: str = "Qwen3-8B", quant: str = "Q5_K_M", gpu: str = "L4", n_ctx: int = 65536) -> int:
@@ -426,12 +668,6 @@ def measure_table(models: Iterable[str | os.PathLike[str]], repeats: int = 3,
             for m in models for mode in load_modes for cache in caches for _ in range(repeats)]
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def summarize_table(rows: Sequence[LoadMeasurement]) -> str:
     """A Markdown table: the median of each (model, mode, cache) group, and how many runs it had."""
     groups: dict[tuple[str, str, str], list[LoadMeasurement]] = {}
@@ -494,6 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget = model_cold_start_budget(args.model, args.quant, args.gpu)
         print(f"Cold start of {args.model} {args.quant} ({budget.model_bytes / GB:.2f} GB) on an {args.gpu}:")
         print(budget.table())
+        print("\nsources:\n" + budget.sources())
         if not args.measure:
             return 0
         if args.repeats < 1:

@@ -27,6 +27,11 @@ What is measured per level (each as p50/p90/p99 over the requests, :func:`percen
 * **E2E** — request sent → its last byte;
 * **output tokens/s** (also under the older name ``aggregate_tokens_per_s``) — all generated
   tokens ÷ the level's wall time: the server's throughput; **requests/s** — completed requests ÷ wall time;
+* **per-stream tokens/s** — each request's decode speed (:class:`helpers.client.StreamClock`: first
+  token to the end of its reply), averaged; next to it the server's own figure for the same requests
+  (``server_per_stream_tokens_per_s``, from llama-server's ``timings``) and the median ratio of the
+  two (``client_over_server_decode``, 1 when the client times well). At two streams or more it must
+  stay below the throughput: :func:`sweep_problems` lists every row where it does not;
 * **goodput** — requests per second that met *both* service-level objectives: TTFT ≤ ``slo.ttft_s``
   and the request's mean gap between tokens ≤ ``slo.itl_s`` (:data:`DEFAULT_SLO`). Throughput
   that only counts if the users were served well;
@@ -215,6 +220,9 @@ def summarize_level(results: Sequence[RequestTiming], wall_s: float, max_tokens:
     rates = [r.decode_tokens_per_s for r in done if r.decode_tokens_per_s]
     server_rates = [r.server_timings.get("predicted_per_second") for r in done
                     if r.server_timings.get("predicted_per_second")]
+    # the same request's decode speed as the client timed it and as the server did (its ``timings``)
+    ratios = [r.decode_tokens_per_s / r.server_timings["predicted_per_second"] for r in done
+              if r.decode_tokens_per_s and r.server_timings.get("predicted_per_second")]
     good = sum(meets_slo(r, slo) for r in results)
     chunks = sum(r.chunks for r in done)
     mean_conc, peak_conc = concurrency_over_time(results, wall_s)
@@ -244,6 +252,7 @@ def summarize_level(results: Sequence[RequestTiming], wall_s: float, max_tokens:
         "peak_concurrency": peak_conc,
         "per_stream_tokens_per_s": statistics.mean(rates) if rates else None,
         "server_per_stream_tokens_per_s": statistics.mean(server_rates) if server_rates else None,
+        "client_over_server_decode": statistics.median(ratios) if ratios else None,
         "ttft_median_s": ttft["p50"],
         "ttft_p90_s": ttft["p90"],
         "ttft_mean_s": statistics.mean(ttfts) if ttfts else None,
@@ -347,7 +356,9 @@ def measure_request(base_url: str, prompt: str, max_tokens: int, api_key: str | 
                         clock.tick()
                         arrivals.append(clock.last)
                         pieces.append(piece)
-                    finish_reason = choice.get("finish_reason") or finish_reason
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+                        clock.finish()
                     logprobs += (choice.get("logprobs") or {}).get("content") or []
     except (OSError, http.client.HTTPException, ValueError) as exc:
         kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
@@ -577,44 +588,155 @@ def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="req", delay=1.0, leave=False)
 
 
-def _warm_up(base_url: str, api_key: str | None, max_tokens: int, warmup: int, timeout_s: float) -> None:
-    """A few short requests first (the first one pays for loading and caches); a failure stops the run."""
+def _warm_up(base_url: str, api_key: str | None, max_tokens: int, warmup: int, timeout_s: float,
+             slots: int = 0) -> None:
+    """Requests before the measured ones, so that no level pays for a first time; a failure stops the run.
+
+    First ``warmup`` short requests one after the other (the very first pays for loading and
+    caches). Then, with ``slots``, one wave of that many requests at once, each ``max_tokens``
+    long: llama-server gives a new prompt to the slot it used least recently, so a sweep meets
+    every slot in turn, and a slot's first request runs slower (its part of the KV cache is
+    touched for the first time: memory the system hands out page by page). Measured on 2 CPU
+    cores: the first request of each of 8 fresh slots decoded at about a third of the speed of
+    the requests after them — enough to make a sweep's first levels look slow and the later
+    ones look like a speed-up.
+    """
     for i in range(warmup):
         r = measure_request(base_url, _prompt(10_000 + i, 30), min(max_tokens, 16), api_key, timeout_s)
         if r.failed:
             hint = "; check --api-key" if r.error.startswith("HTTP 401") else ""
             raise ConnectionError(f"the warm-up request to {base_url} failed: {r.error}{hint}")
+    if warmup and slots > 0:
+        with ThreadPoolExecutor(max_workers=slots) as pool:
+            wave = list(pool.map(lambda i: measure_request(base_url, _prompt(20_000 + i, 30), max_tokens, api_key,
+                                                           timeout_s), range(slots)))
+        failed = next((r for r in wave if r.failed), None)
+        if failed is not None:
+            raise ConnectionError(f"a warm-up request to {base_url} failed: {failed.error}")
+
+
+def _median_round(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (the lower middle one of an even count), whole.
+
+    One real run rather than a median per column: its numbers were measured together, so they
+    stay consistent with each other (per-stream speed, throughput and TTFT of the same requests).
+    """
+    ranked = sorted(runs, key=lambda r: r["aggregate_tokens_per_s"])
+    chosen = dict(ranked[(len(ranked) - 1) // 2])
+    chosen["rounds"] = len(runs)
+    chosen["aggregate_tokens_per_s_rounds"] = [r["aggregate_tokens_per_s"] for r in runs]
+    return chosen
 
 
 def sweep(base_url: str, levels: Sequence[int] = DEFAULT_LEVELS, max_tokens: int = 128,
           api_key: str | None = None, warmup: int = 2, progress: bool = True, *, requests: int | None = None,
-          slo: dict[str, float] | None = None, timeout_s: float = 600, counters: bool = True
+          slo: dict[str, float] | None = None, timeout_s: float = 600, counters: bool = True, rounds: int = 1
           ) -> list[dict[str, Any]]:
     """Warm up, then one closed-loop :func:`run_level` per concurrency level; one row per level.
 
     ``requests`` per level (default: one wave of *n*). Each row has ``speedup_vs_single``: its
     throughput over the one-stream level's.
+
+    The warm-up ends with one request per slot of the server (:func:`_warm_up`), so that no
+    level pays for a slot's first use. ``rounds`` > 1 runs all the levels that many times, one
+    level after the other in every round (1, 2, 4, 1, 2, 4, …): anything else the machine does
+    meanwhile then falls on every level alike instead of on one of them. Each row is the round
+    with the median throughput (``aggregate_tokens_per_s_rounds`` lists them all).
     """
+    if rounds < 1:
+        raise ValueError(f"rounds must be a whole number >= 1, got {rounds}")
     check_url(base_url)
-    _warm_up(base_url, api_key, max_tokens, warmup, timeout_s)
+    slots = (server_info(base_url, api_key)["slots"] or max(levels, default=1)) if warmup else 0
+    _warm_up(base_url, api_key, max_tokens, warmup, timeout_s, slots=slots)
     counts = [n if requests is None else requests for n in levels]
-    bar = _progress_bar(sum(counts), "concurrency sweep", progress)
-    rows, offset = [], 0
+    bar = _progress_bar(sum(counts) * rounds, "concurrency sweep", progress)
+    runs: list[list[dict[str, Any]]] = [[] for _ in levels]
+    offset = 0
     try:
-        for n, count in zip(levels, counts, strict=True):
-            if bar is not None:
-                bar.set_postfix(concurrency=n, refresh=False)
-            rows.append(run_level(base_url, n, max_tokens, api_key, start_index=offset, requests=requests, slo=slo,
-                                  timeout_s=timeout_s, counters=counters, progress=bar))
-            offset += count
+        for _ in range(rounds):
+            for i, (n, count) in enumerate(zip(levels, counts, strict=True)):
+                if bar is not None:
+                    bar.set_postfix(concurrency=n, refresh=False)
+                runs[i].append(run_level(base_url, n, max_tokens, api_key, start_index=offset, requests=requests,
+                                         slo=slo, timeout_s=timeout_s, counters=counters, progress=bar))
+                offset += count
     finally:
         if bar is not None:
             bar.close()
+    rows = [_median_round(r) for r in runs]
     single = next((r for r in rows if r["concurrency"] == 1), None)
     for r in rows:
         base = single["aggregate_tokens_per_s"] if single else 0
         r["speedup_vs_single"] = r["aggregate_tokens_per_s"] / base if base else None
     return rows
+
+
+def sweep_problems(rows: Sequence[dict[str, Any]], *, decode_tolerance: float = 0.15) -> list[str]:
+    """What in a sweep's rows cannot be right, one line each; an empty list when nothing is wrong.
+
+    * a request that failed or came back short: the levels did not do the same work;
+    * **one stream faster than all of them together**: at two or more streams, each stream's
+      decode speed must stay below the level's throughput, since the streams share the
+      server. A row that breaks this timed something else than decoding — levels so short that
+      a prompt's processing, a slot's first use or a pause of the machine filled most of them;
+    * a ``speedup_vs_single`` that is not the throughput over the one-stream level's;
+    * the client's decode speed more than ``decode_tolerance`` away from the server's own
+      (``timings.predicted_per_second``), when the server reports it: a client that timed
+      late chunks, or chunks that arrived in bursts.
+    """
+    problems = []
+    single = next((r for r in rows if r["concurrency"] == 1), None)
+    for r in rows:
+        n = r["concurrency"]
+        if r.get("failed") or r.get("incomplete"):
+            problems.append(f"{n} streams: {r['failed']} failed and {r['incomplete']} short "
+                            f"of {r['requests']} requests")
+        per_stream, total = r.get("per_stream_tokens_per_s"), r["aggregate_tokens_per_s"]
+        if n >= 2 and per_stream is not None and per_stream > total:
+            problems.append(f"{n} streams: one stream decoded at {per_stream:.1f} tokens/s, faster than all {n} "
+                            f"together ({total:.1f}): the level timed something else than decoding")
+        if single is not None and r.get("speedup_vs_single") is not None and single["aggregate_tokens_per_s"]:
+            expected = total / single["aggregate_tokens_per_s"]
+            if not math.isclose(r["speedup_vs_single"], expected, rel_tol=1e-3):
+                problems.append(f"{n} streams: speed-up {r['speedup_vs_single']:.2f} is not the throughput ratio "
+                                f"{expected:.2f}")
+        ratio = r.get("client_over_server_decode")
+        if ratio is not None and abs(ratio - 1) > decode_tolerance:
+            problems.append(f"{n} streams: the client timed decoding at {ratio:.2f}x the server's own speed")
+    return problems
+
+
+#: The live sweep on this machine's CPU (notebook 06, section 2), sized so that what it shows holds on
+#: a 2-core laptop and on a 16-core server alike: the synthetic Qwen3 (every request runs to its full
+#: length, no download), **one** CPU thread for llama-server, 128 tokens a request, three interleaved
+#: rounds. Why each choice, in :func:`cpu_sweep`.
+CPU_SWEEP: dict[str, Any] = {"model": "synthetic", "threads": 1, "levels": (1, 2, 4), "max_tokens": 128,
+                             "rounds": 3}
+
+
+def cpu_sweep(model: str = CPU_SWEEP["model"], *, threads: int = CPU_SWEEP["threads"],
+              levels: Sequence[int] = CPU_SWEEP["levels"], max_tokens: int = CPU_SWEEP["max_tokens"],
+              rounds: int = CPU_SWEEP["rounds"], progress: bool = False, **server: Any) -> list[dict[str, Any]]:
+    """Start a local llama-server with the course's settings, :func:`sweep` it, stop it; the sweep's rows.
+
+    Why these defaults (:data:`CPU_SWEEP`):
+
+    * **one thread.** llama.cpp's CPU threads wait for each other after every operation of the
+      model by spinning, not sleeping. When they outnumber the free cores — the load generator
+      needs one too, and other programs run — a thread that lost its core holds all the others
+      up, step after step: on 2 busy cores a decode step of the tiny model took 0.5 s instead
+      of 1 ms. One thread has no one to wait for, and it leaves the other cores to the client,
+      so the shape of the result is the same on any machine; only the speeds differ.
+    * **128 tokens a request.** With 32, a level lasts a few tens of milliseconds: the prompt's
+      processing and any pause of the machine then outweigh the decoding being measured.
+    * **three rounds, interleaved**, each level reported from its median round (:func:`sweep`).
+
+    ``server`` passes other settings to :func:`helpers.backend.serve` (``parallel=4``…).
+    """
+    from helpers import backend
+
+    with backend.serve(backend="local", model=model, threads=threads, **server) as endpoint:
+        return sweep(endpoint.base_url, levels, max_tokens, endpoint.api_key, progress=progress, rounds=rounds)
 
 
 def rate_sweep(base_url: str, rates: Sequence[float], requests: int = DEFAULT_RATE_REQUESTS, max_tokens: int = 128,
@@ -625,7 +747,8 @@ def rate_sweep(base_url: str, rates: Sequence[float], requests: int = DEFAULT_RA
     check_url(base_url)
     for rate in rates:
         poisson_gaps(rate, 0)  # refuse a bad rate before any request
-    _warm_up(base_url, api_key, max_tokens, warmup, timeout_s)
+    slots = (server_info(base_url, api_key)["slots"] or 1) if warmup else 0
+    _warm_up(base_url, api_key, max_tokens, warmup, timeout_s, slots=slots)
     bar = _progress_bar(requests * len(rates), "rate sweep", progress)
     rows = []
     try:

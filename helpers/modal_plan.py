@@ -16,27 +16,44 @@ Python process (:func:`compute_plan`); :func:`plan_here` is what that process ru
 :func:`compute_plan` an environment shows what a machine — or a container — with exactly
 those variables would run: the tests compare the deploying machine's plan with the plan
 computed from nothing but an image's ``ENV`` lines and its secrets' keys.
+
+Any other Modal app works the same way — your own file, as ``modal run FILE.py`` would import
+it (``python -m helpers modal-plan --app FILE.py``, or ``compute_plan(apps=["FILE.py"])``).
+The plan cannot know what a function's body will start; an app says it with a module-level
+``COMMANDS`` dictionary (function name → the command line that function runs), which the
+function itself should use, so that what is shown is what runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import json
 import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 #: The course's Modal apps, as ``modal run -m`` names them.
 APP_MODULES = ("helpers.modal_hello", "helpers.modal_download", "helpers.modal_poc", "helpers.modal_server")
 
 
-def compute_plan(env: Mapping[str, str] | None = None, timeout_s: float = 120.0) -> dict[str, Any]:
-    """The plan, computed in a fresh Python process with ``env`` (default: this one's environment)."""
-    proc = subprocess.run([sys.executable, "-m", "helpers", "modal-plan", "--json"], capture_output=True, text=True,
+def compute_plan(env: Mapping[str, str] | None = None, timeout_s: float = 120.0,
+                 apps: Sequence[str | os.PathLike[str]] | None = None) -> dict[str, Any]:
+    """The plan, computed in a fresh Python process with ``env`` (default: this one's environment).
+
+    ``apps``: module names (``helpers.modal_server``) or ``.py`` files to plan instead of the
+    course's own apps; a relative file is found from this process's working directory.
+    """
+    argv = [sys.executable, "-m", "helpers", "modal-plan", "--json"]
+    for app in apps or ():
+        argv += ["--app", os.path.abspath(app) if _is_file(app) else str(app)]
+    proc = subprocess.run(argv, capture_output=True, text=True,
                           env=dict(os.environ if env is None else env), timeout=timeout_s, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
@@ -55,17 +72,54 @@ def env_from_dockerfile(lines: list[str]) -> dict[str, str]:
     return env
 
 
-def plan_here() -> dict[str, Any]:
-    """Import every course app in *this* process and record what Modal would be asked to build and run."""
+def _is_file(app: str | os.PathLike[str]) -> bool:
+    return str(app).endswith(".py") or os.sep in str(app) or Path(app).is_file()
+
+
+def load_app_module(app: str | os.PathLike[str]) -> ModuleType:
+    """Import an app the way ``modal run`` does: a module name, or a ``.py`` file with its folder on ``sys.path``."""
+    if not _is_file(app):
+        return importlib.import_module(str(app))
+    path = Path(app).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"no app file {app}: give the path of a .py file that defines a modal.App, "
+                                "or a module name such as helpers.modal_server")
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _find_app(module: ModuleType) -> Any:
+    """The module's ``app``, or its only ``modal.App`` (what ``modal run`` looks for)."""
+    import modal
+
+    if isinstance(getattr(module, "app", None), modal.App):
+        return module.app
+    apps = [v for v in vars(module).values() if isinstance(v, modal.App)]
+    if len(apps) != 1:
+        raise ValueError(f"{module.__name__} defines {len(apps)} modal.App objects and none named 'app'; "
+                         "name the one to plan 'app'")
+    return apps[0]
+
+
+def plan_here(apps: Sequence[str | os.PathLike[str]] = APP_MODULES) -> dict[str, Any]:
+    """Import every app (default: the course's) in *this* process and record what Modal would build and run."""
     from modal._image import LATEST_IMAGE_BUILDER_VERSION
     from modal._utils.async_utils import synchronizer
 
     functions = []
-    for module_name in APP_MODULES:
-        module = importlib.import_module(module_name)
-        app = synchronizer._translate_in(module.app)
+    for spec in apps:
+        module = load_app_module(spec)
+        app = synchronizer._translate_in(_find_app(module))
+        commands = None if module.__name__ in APP_MODULES else getattr(module, "COMMANDS", {})
         for name, function in app._local_state.functions.items():
-            functions.append(asyncio.run(_plan_function(app._name, name, function)))
+            planned = asyncio.run(_plan_function(app._name, name, function, commands))
+            planned["module"] = module.__name__
+            functions.append(planned)
     return {"image_builder_version": _builder_version(LATEST_IMAGE_BUILDER_VERSION), "functions": functions}
 
 
@@ -75,7 +129,9 @@ def _builder_version(server_default: str) -> str:
     return config.get("image_builder_version") or server_default
 
 
-async def _plan_function(app_name: str, name: str, function: Any) -> dict[str, Any]:
+async def _plan_function(app_name: str, name: str, function: Any,
+                         commands: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """One function's plan; ``commands`` (an app's ``COMMANDS``) says what its container runs, None: a course app."""
     from modal_proto import api_pb2
 
     recorder = _Recorder()
@@ -108,7 +164,8 @@ async def _plan_function(app_name: str, name: str, function: Any) -> dict[str, A
         "layers": layers,
         "mounts": [_describe_mount(m) for m in image._deferred_mounts],
         "env": env_from_dockerfile(dockerfile),
-        "command": container_command(app_name, name),
+        "command": (container_command(app_name, name) if commands is None
+                    else [str(a) for a in commands[name]] if name in commands else None),
     }
 
 

@@ -1,9 +1,10 @@
 """Choosing a quantization: quality against speed, within the GPU's memory.
 
 Memory is a hard limit: the file, the KV cache and the compute buffer must fit
-(:mod:`helpers.memory`). Within it, a smaller preset is a faster model — decoding reads every
-weight once per token (:mod:`helpers.speed`) — and a less faithful one (:mod:`helpers.quality`).
-:func:`choose_quant` weighs the two at a price the learner sets.
+(:mod:`helpers.memory`). Within it, a smaller preset reads fewer bytes per token — usually a
+faster model (:mod:`helpers.speed`, measured or predicted, and labeled so) — and a less faithful
+one (:mod:`helpers.quality`). :func:`choose_quant` weighs the two at a price the learner sets:
+the course's own knob, not a law — a coding assistant may value quality far more than a chat bot.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from helpers.gpus import GPUS, gpu_spec
 from helpers.memory import memory_breakdown
 from helpers.model_shape import ModelShape
-from helpers.speed import expected_decode_tps
+from helpers.speed import expected_decode_tps, is_measured
 
 
 def _bigger_gpus(gpu: str) -> list[str]:
@@ -25,8 +26,12 @@ def _bigger_gpus(gpu: str) -> list[str]:
 #: The presets a choice walks through, most to least faithful: each step down is smaller and
 #: faster and loses more quality (the "M" mixes are the Hub's usual offer at each bit width).
 LADDER = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K")
+#: The same ladder where llama.cpp published an importance-matrix variant (below 5 bits): same bytes and
+#: speed, less divergence (:data:`helpers.quality.LLAMA3_8B_IMATRIX`).
+LADDER_IMATRIX = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M+imatrix", "Q3_K_M+imatrix", "Q2_K+imatrix")
 #: The default price of quality: a step down the ladder is worth taking if it makes decoding at
-#: least 15% faster per 0.01 nats/token of KL divergence it adds (see :func:`choose_quant`).
+#: least 15% faster per 0.01 nats/token of KL divergence it adds (see :func:`choose_quant`). The
+#: course's own setting for a chat model — a knob to turn, not a law.
 SPEEDUP_PCT_PER_KLD = 15.0
 
 
@@ -40,6 +45,7 @@ class LadderStep:
     kld: float
     total_gpu_mib: float
     fits: bool
+    measured: bool = False  # the speed was measured on this GPU (else predicted: helpers.speed.speed_label)
     speedup_pct: float | None = None
     kld_added: float | None = None
 
@@ -61,14 +67,15 @@ class Choice:
 
     def table(self) -> str:
         """The ladder as plain text, one row per preset, the chosen one marked."""
-        lines = [f"{'preset':8s}{'tokens/s':>9s}{'KLD':>9s}{'GPU MiB':>9s}{'fits':>6s}"
+        width = max(8, *(len(s.preset) + 1 for s in self.steps))
+        lines = [f"{'preset':{width}s}{'tokens/s':>9s}{'speed':>10s}{'KLD':>8s}{'GPU MiB':>9s}{'fits':>6s}"
                  f"{'step: faster':>14s}{'KLD added':>11s}{'% per 0.01':>12s}"]
         for s in self.steps:
             step = ("" if s.speedup_pct is None else
                     f"{s.speedup_pct:+13.1f}%{s.kld_added:+11.4f}{s.speedup_per_kld:12.1f}")
             mark = "  <- chosen" if s.preset == self.preset else ""
-            lines.append(f"{s.preset:8s}{s.tokens_per_s:9.1f}{s.kld:9.4f}{s.total_gpu_mib:9,.0f}"
-                         f"{'yes' if s.fits else 'NO':>6s}{step}{mark}")
+            lines.append(f"{s.preset:{width}s}{s.tokens_per_s:9.1f}{'measured' if s.measured else 'predicted':>10s}"
+                         f"{s.kld:8.4f}{s.total_gpu_mib:9,.0f}{'yes' if s.fits else 'NO':>6s}{step}{mark}")
         return "\n".join(lines)
 
 
@@ -81,22 +88,25 @@ def choose_quant(shape: ModelShape, gpu: str, n_ctx: int = 4096, headroom_mib: f
     price you put on quality. Memory is a hard limit: a preset must fit ``gpu`` at ``n_ctx``
     with ``headroom_mib`` to spare.
 
-    Speeds are :func:`helpers.speed.expected_decode_tps`, but only their *ratios* matter, and
-    on one GPU those are ratios of bytes read per token: the choice does not depend on how
-    close to the roofline a GPU gets, nor on any one measured run.
+    Speeds are :func:`helpers.speed.expected_decode_tps` — measured where the course has a
+    measurement, predicted otherwise (each step says which). Only their *ratios* matter, and
+    those are *not* ratios of bytes on every GPU: on an H200, Q8_0 runs at 0.98x Q5_K_M's speed
+    with 1.5x its bytes, so the same price that picks Q5_K_M on an L4 keeps Q8_0 there.
+    A ladder may hold importance-matrix variants (``"Q4_K_M+imatrix"``, :data:`LADDER_IMATRIX`):
+    the same bytes and speed as the plain preset, a smaller KLD.
     """
-    from helpers.quality import LLAMA3_8B
+    from helpers.quality import base_preset, lookup
 
     if speedup_per_kld < 0:
         raise ValueError(f"speedup_per_kld must be 0 or more (percent faster per 0.01 KLD), got {speedup_per_kld}")
-    unknown = [q for q in ladder if q not in LLAMA3_8B]
-    if unknown:
-        raise ValueError(f"no published quality figures for {', '.join(unknown)}; choose from {', '.join(LLAMA3_8B)}")
+    for q in ladder:
+        lookup(q)  # a one-line error naming what exists
     steps: list[LadderStep] = []
     for q in ladder:
-        est = memory_breakdown(shape, q, n_ctx, gpu)
-        step = LadderStep(q, expected_decode_tps(shape, q, gpu), LLAMA3_8B[q].kld, est.total_gpu_mib,
-                          est.total_gpu_mib + headroom_mib <= est.gpu_memory_mib)
+        base = base_preset(q)
+        est = memory_breakdown(shape, base, n_ctx, gpu)
+        step = LadderStep(q, expected_decode_tps(shape, base, gpu), lookup(q).kld, est.total_gpu_mib,
+                          est.total_gpu_mib + headroom_mib <= est.gpu_memory_mib, is_measured(gpu, base, shape))
         if steps:
             step.speedup_pct = (step.tokens_per_s / steps[-1].tokens_per_s - 1) * 100
             step.kld_added = step.kld - steps[-1].kld

@@ -22,6 +22,9 @@ container holds as many at once as it can serve within the latency objective (me
 count of containers covers the 99th percentile of requests in flight, since Poisson arrivals
 bunch up. That is what Modal's autoscaler does for you (``@modal.concurrent`` sets how many
 inputs a container takes), so the numbers say how many GPUs a pattern keeps busy.
+:func:`size_pattern` does it on a GPU type: one stream's speed from :mod:`helpers.speed` (measured
+or predicted, and labeled so), and how the streams share the GPU from the course's H200
+measurement or from a stated assumption where nothing was measured (:func:`batch_scaling`).
 """
 
 from __future__ import annotations
@@ -74,14 +77,24 @@ def service_s(traffic: Traffic, tokens_per_s: float, ttft_s: float = 0.0) -> flo
     return ttft_s + traffic.output_tokens / tokens_per_s
 
 
-def hourly_bill(traffic: Traffic, gpu: str, tokens_per_s: float, *, cold_start_s: float, scaledown_s: float,
-                min_containers: int = 0, ttft_s: float = 0.0) -> Bill:
+def course_cold_start_s(gpu: str = "L4") -> float:
+    """The course's cold start of Qwen3-8B Q5_K_M on ``gpu`` (:func:`helpers.coldstart.model_cold_start_budget`)."""
+    from helpers.coldstart import model_cold_start_budget
+
+    return model_cold_start_budget("Qwen3-8B", "Q5_K_M", gpu).total_s
+
+
+def hourly_bill(traffic: Traffic, gpu: str, tokens_per_s: float, *, cold_start_s: float | None = None,
+                scaledown_s: float, min_containers: int = 0, ttft_s: float = 0.0) -> Bill:
     """Expected GPU bill of one hour of ``traffic`` served by one container at a time (low traffic).
 
-    ``tokens_per_s`` is one stream's decode speed. For traffic that keeps more than one
-    container busy, use :func:`containers_needed` first; this model is for the single-container
-    regime where scale-to-zero matters.
+    ``tokens_per_s`` is one stream's decode speed; ``cold_start_s`` defaults to the course's cold-start
+    budget on ``gpu`` (:func:`course_cold_start_s`), so a bill and a notebook never use two different
+    cold starts. For traffic that keeps more than one container busy, use :func:`containers_needed`
+    first; this model is for the single-container regime where scale-to-zero matters.
     """
+    if cold_start_s is None:
+        cold_start_s = course_cold_start_s(gpu)
     if min_containers < 0 or cold_start_s < 0 or scaledown_s < 0:
         raise ValueError("min_containers, cold_start_s and scaledown_s must be 0 or more")
     lam = traffic.rate_per_s
@@ -100,14 +113,16 @@ def hourly_bill(traffic: Traffic, gpu: str, tokens_per_s: float, *, cold_start_s
     return Bill(gpu_spec(gpu).name, billed, colds, tokens, generating, gpu_cost_usd(gpu, billed))
 
 
-def break_even_requests_per_hour(output_tokens: int, gpu: str, tokens_per_s: float, *, cold_start_s: float,
-                                 scaledown_s: float, within: float = 0.95) -> float:
+def break_even_requests_per_hour(output_tokens: int, gpu: str, tokens_per_s: float, *,
+                                 cold_start_s: float | None = None, scaledown_s: float, within: float = 0.95) -> float:
     """The traffic above which scale-to-zero already bills ``within`` of an always-warm container.
 
     Beyond it ``min_containers=1`` costs at most ``1 − within`` more and removes the cold
     starts; below it, keeping a container warm mostly pays for idle time. (Money alone never
     favours a warm container: scale-to-zero bills at most the same hour.)
     """
+    if cold_start_s is None:
+        cold_start_s = course_cold_start_s(gpu)
     lo, hi = 1e-3, 1e7
     for _ in range(200):
         mid = math.sqrt(lo * hi)
@@ -153,3 +168,85 @@ def containers_needed(traffic: Traffic, seconds_per_request: float, per_containe
     mean = traffic.rate_per_s * seconds_per_request
     p = poisson_quantile(mean, q)
     return Capacity(mean, p, per_container, max(1, math.ceil(p / per_container)))
+
+
+# --- sizing a pattern on a GPU ------------------------------------------------------------
+
+#: How an L4's aggregate decode speed grows with the number of streams is not measured: nobody has run
+#: the course's server on an L4 with many streams. Three labeled assumptions bound it:
+#: ``"none"`` — no batching gain (N streams share one stream's speed: the lower bound);
+#: ``"h200"`` — the course server's measured scaling on the H200 (aggregate at N ÷ at 1 stream);
+#: ``"perfect"`` — every stream as fast as one alone (the upper bound, never reached).
+SCALING_ASSUMPTIONS = ("none", "h200", "perfect")
+
+
+def batch_scaling(n: int, assumption: str = "h200") -> float:
+    """Aggregate decode speed at ``n`` streams ÷ the speed of one stream, under ``assumption``.
+
+    ``"h200"`` reads the course server's recorded runs (``helpers.bench_analysis.efficiency_rows``,
+    course settings), so it exists only for the recorded stream counts (1, 8, 32).
+    """
+    if assumption not in SCALING_ASSUMPTIONS:
+        raise ValueError(f"assumption must be one of {SCALING_ASSUMPTIONS}, got {assumption!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a whole number of streams >= 1, got {n!r}")
+    if assumption == "none":
+        return 1.0
+    if assumption == "perfect":
+        return float(n)
+    from helpers.bench_analysis import efficiency_rows
+
+    rows = {r["n"]: r["server_decode_tokens_per_s"] for r in efficiency_rows() if r["config"] == "course"}
+    if n not in rows:
+        raise ValueError(f"the H200's scaling was measured at {sorted(rows)} streams, not {n}; pick one of those")
+    return rows[n] / rows[1]
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """A traffic pattern sized on one GPU type with ``slots`` streams per container."""
+
+    gpu: str
+    slots: int
+    per_stream_tps: float  # each stream's decode speed with all slots busy
+    seconds_per_request: float  # output tokens ÷ per-stream speed (decode only)
+    capacity: Capacity
+    usd_per_hour: float  # every container billed for the hour
+    label: str  # where the speed comes from: measured or predicted, and the assumption
+
+    @property
+    def aggregate_tps(self) -> float:
+        return self.per_stream_tps * self.slots
+
+
+def size_pattern(traffic: Traffic, gpu: str, slots: int, *, assumption: str = "h200",
+                 model: str = "Qwen3-8B", quant: str = "Q5_K_M") -> Sizing:
+    """How many ``gpu`` containers of ``slots`` streams serve ``traffic`` (Little's law, 99th percentile).
+
+    One stream's speed is :func:`helpers.speed.expected_decode_tps` (labeled by
+    :func:`helpers.speed.speed_label`); with every slot busy the streams share
+    ``batch_scaling(slots, assumption)`` times that speed. On the H200 with ``assumption="h200"``
+    the course server's measured aggregate is used as it is. Seconds per request count decoding
+    only: a short prompt's first token adds well under a second.
+    """
+    from helpers.model_shape import known_shape
+    from helpers.speed import expected_decode_tps, speed_label
+
+    measured_here = gpu_spec(gpu).name == "H200" and assumption == "h200" and (model, quant) == ("Qwen3-8B", "Q5_K_M")
+    if measured_here:  # the course server's own aggregate at this many streams
+        from helpers.bench_analysis import efficiency_rows
+
+        batch_scaling(slots, assumption)  # refuses a stream count that was not measured
+        rows = {r["n"]: r["server_decode_tokens_per_s"] for r in efficiency_rows() if r["config"] == "course"}
+        per_stream = rows[slots] / slots
+    else:
+        per_stream = expected_decode_tps(known_shape(model), quant, gpu) * batch_scaling(slots, assumption) / slots
+    seconds = traffic.output_tokens / per_stream
+    cap = containers_needed(traffic, seconds, slots)
+    how = {"none": "no batching gain assumed", "h200": "the H200's measured batch scaling",
+           "perfect": "perfect batching assumed"}[assumption]
+    if measured_here:
+        label = f"measured (the course's H200 server runs, {slots} streams, docs/benchmarks/h200-efficiency-2026-11-27)"
+    else:
+        label = f"{speed_label(gpu, quant)}; {slots} streams: {how}"
+    return Sizing(gpu_spec(gpu).name, slots, per_stream, seconds, cap, gpu_cost_usd(gpu, 3600) * cap.containers, label)

@@ -476,3 +476,114 @@ def test_memory_snapshots_are_an_option_the_container_sees(plan, tmp_path):
     command = server["command"]
     assert command[command.index("--load-mode") + 1] == "none" and "--cache-ram" in command
     assert function(compute_plan(container_env(server, tmp_path)), "llamacpp-server", "Server.*") == server
+
+
+# --- the learner's own app (notebook 05) ---------------------------------------------------------------------------
+
+LEARNER_APP = ROOT / "notebooks" / "my_llama_server.py"
+NB05 = ROOT / "notebooks" / "05_inference_server.ipynb"
+
+
+@pytest.fixture(scope="module")
+def learner_plan():
+    return compute_plan(_clean_env(), apps=[LEARNER_APP])
+
+
+def test_the_learners_app_is_the_notebooks_cell():
+    """The committed file is exactly what notebook 05's %%writefile cell writes, so the two never drift apart."""
+    import json
+
+    cells = ["".join(c["source"]) for c in json.loads(NB05.read_text())["cells"] if c["cell_type"] == "code"]
+    (cell,) = [c for c in cells if c.startswith("%%writefile")]
+    magic, _, body = cell.partition("\n")
+    assert magic.split()[-1] == LEARNER_APP.name
+    assert LEARNER_APP.read_text() == body + "\n"  # %%writefile adds the final newline
+    assert len(body.splitlines()) <= 70  # the modal-examples size: one screen and a bit
+
+
+def test_the_learners_app_renders_valid_dockerfile_lines(learner_plan, tmp_path):
+    assert {(f["app"], f["name"]) for f in learner_plan["functions"]} == {("my-llama-server", "download"),
+                                                                           ("my-llama-server", "serve")}
+    for f in learner_plan["functions"]:
+        structure = parse_dockerfile(f["dockerfile"], tmp_path).structure
+        assert [s["content"].rstrip("\n") for s in structure] == f["dockerfile"], f["name"]
+        assert {s["instruction"] for s in structure} <= INSTRUCTIONS
+        first, *later = f["layers"]
+        assert first[0].startswith("FROM ") and first[0] != "FROM base"
+        assert [layer[0] for layer in later] == ["FROM base"] * len(later)
+    download = function(learner_plan, "my-llama-server", "download")
+    assert download["gpu"] is None and download["secrets"] == [] and download["command"] is None
+    assert not any("nvidia/cuda" in line for line in download["dockerfile"])
+
+
+def test_the_learners_server_runs_the_production_command(learner_plan, plan, tmp_path):
+    """Same llama-server flags as helpers.modal_server (the one source of truth), the same pinned build, the same
+    Modal settings; the differences notebook 05 shows are exactly these."""
+    from helpers.modal_common import SETTINGS, find_model_file
+    from helpers.modal_server import llama_server_command
+
+    mine, prod = function(learner_plan, "my-llama-server", "serve"), function(plan, "llamacpp-server", "serve")
+    model = mine["command"][mine["command"].index("--model") + 1]
+    assert mine["command"] == llama_server_command(model)
+    # the production server looks the file up in the volume at start; it finds the learner's path
+    (tmp_path / Path(model).relative_to(config.MODEL_DIR)).parent.mkdir(parents=True)
+    (tmp_path / Path(model).relative_to(config.MODEL_DIR)).write_bytes(b"")
+    assert find_model_file(str(tmp_path), SETTINGS.repo, SETTINGS.quant) == str(
+        tmp_path / Path(model).relative_to(config.MODEL_DIR))
+    # against the production plan: only the model differs (known there only at start: "<Q5_K_M file>")
+    differ = {k for k in _flags(mine["command"]).keys() | _flags(prod["command"]).keys()
+              if _flags(mine["command"]).get(k) != _flags(prod["command"]).get(k)}
+    assert differ == {"--model"}
+    for key in ("gpu", "timeout_s", "volumes", "secrets", "min_containers", "scaledown_window_s", "max_inputs",
+                "web_server_port", "startup_timeout_s", "memory_snapshot"):
+        assert mine[key] == prod[key], key
+    # the image: the same pinned llama.cpp build; production adds its Python packages and the settings' ENV lines
+    assert set(mine["dockerfile"]) <= set(prod["dockerfile"])
+    extra = [line for line in prod["dockerfile"] if line not in mine["dockerfile"]]
+    added = ("ENV ", "COPY --from=ghcr.io/astral-sh/uv", "RUN /.uv/uv pip install")
+    assert all(line.startswith(added) for line in extra), extra
+    assert any("GGML_NO_BACKTRACE=1" in line for line in extra) and any("gguf==" in line for line in extra)
+    assert mine["mounts"] == prod["mounts"]
+
+
+def test_modal_plan_of_a_file_from_the_command_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "helpers", "modal-plan", "--app", str(LEARNER_APP)],
+                         capture_output=True, text=True, env=_clean_env(), timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "my-llama-server / serve: GPU L4" in out.stdout and "llamacpp-server" not in out.stdout
+    assert "runs: /opt/llama.cpp/bin/llama-server --model /models/Qwen--Qwen3-8B-GGUF/Qwen3-8B-Q5_K_M.gguf " in (
+        out.stdout)
+    bad = subprocess.run([sys.executable, "-m", "helpers", "modal-plan", "--app", "no_such_app.py"],
+                         capture_output=True, text=True, env=_clean_env(), timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no app file no_such_app.py: give the path")
+    assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+# --- the request path (notebook 05) --------------------------------------------------------------------------------
+
+
+def test_the_request_path_figure_is_labelled_from_the_settings():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from helpers import figures, memory, modal_server, server_config
+    from helpers.model_shape import known_shape
+
+    labels = figures.request_path_labels()
+    fig = figures.request_path()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert all(labels[stage] in texts for stage in figures.REQUEST_STAGES)
+    assert f"max_inputs={modal_server.MAX_INPUTS}" in labels["container"]
+    assert f"port={modal_server.PORT}" in labels["container"]
+    assert f"after {modal_server.SETTINGS.scaledown_s} s idle" in labels["container"]
+    assert f"{server_config.PARALLEL} slots × {server_config.CTX_PER_SLOT:,} tokens" in labels["llama-server"]
+    n_ctx = server_config.PARALLEL * server_config.CTX_PER_SLOT
+    est = memory.memory_breakdown(known_shape("Qwen3-8B"), "Q5_K_M", n_ctx, "L4")
+    assert f"KV cache {est.context_mib / 1024:.1f}" in labels["GPU"] and labels["GPU"].startswith("GPU: L4\n")
+    with pytest.raises(ValueError, match="no label for GPU"):
+        figures.request_path({k: v for k, v in labels.items() if k != "GPU"})
+    # another deployment, another picture: the labels follow the deploy settings
+    code = "from helpers import figures; print(figures.request_path_labels()['GPU'].splitlines()[0])"
+    out = subprocess.run([sys.executable, "-c", code], env=_clean_env(LLAMACPP_COURSE_GPU="H100"), capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip() == "GPU: H100", out.stderr[-2000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from helpers import llamacpp, process
 from helpers.client import ServerNotReadyError, http_get, retry_while_loading, stream_chat
 from helpers.commands import ServerSettings, server_args
 from helpers.models import resolve_model
+from helpers.runtime import LocalServer
 
 pytestmark = pytest.mark.usefixtures("no_orphans")
 
@@ -79,6 +81,47 @@ def test_without_retries_a_request_during_loading_fails(smollm2_copy, tmp_path):
         assert refused.value.status_code == 503 and "Loading model" in str(refused.value)
     # (How a deadline ends the wait is checked against a port nobody listens on, below: a small model finishes
     # loading within a fraction of a second, so a deadline test against a loading server would be a race.)
+
+
+@pytest.mark.llama
+def test_a_chat_sent_before_the_server_starts_waits_for_it():
+    """Notebook 07's demonstration, made certain: the server starts only once the chat has been refused.
+
+    Starting the server first and chatting "while it starts" is a race — a small model can be
+    loaded before the first request leaves — and then nothing was waited for. Here the first
+    refusal itself starts the server (``on_retry``), so the chat provably came first.
+    """
+    server = LocalServer.for_model("synthetic", parallel=1, ctx_per_slot=1024)
+    starting = threading.Thread(target=server.start)
+    refusals = []
+
+    def start_server_after_refusal(attempt: int, answer: str) -> None:
+        refusals.append((attempt, answer))
+        if attempt == 1:
+            starting.start()
+
+    try:
+        reply = stream_chat(client(server.base_url), "Hello", model="synthetic", max_tokens=4, temperature=0,
+                            thinking=False, on_retry=start_server_after_refusal, load_timeout_s=120)
+    finally:
+        if starting.ident is not None:
+            starting.join()
+        server.stop()
+    assert refusals[0] == (1, "no connection (ConnectError)")
+    assert [a for a, _ in refusals] == list(range(1, len(refusals) + 1))  # every refusal heard, in order
+    assert all(answer.startswith(("no connection", "503")) for _, answer in refusals)
+    assert reply.attempts == len(refusals) + 1 >= 2 and reply.load_wait_s > 0
+    assert reply.completion_tokens == 4
+
+
+def test_on_retry_hears_every_refusal_of_the_model_lookup_and_the_chat():
+    port = process.free_port()  # nothing listens here
+    heard = []
+    with pytest.raises(ServerNotReadyError):
+        stream_chat(client(f"http://127.0.0.1:{port}"), "Hi", load_timeout_s=0.5,
+                    on_retry=lambda attempt, answer: heard.append((attempt, answer)))
+    assert len(heard) >= 2 and [a for a, _ in heard] == list(range(1, len(heard) + 1))
+    assert {answer for _, answer in heard} == {"no connection (ConnectError)"}
 
 
 def test_a_deadline_also_ends_the_wait_for_a_server_that_never_listens():

@@ -73,3 +73,40 @@ def test_capacity_from_littles_law():
     assert cap.in_flight_mean == pytest.approx(100) and cap.containers == math.ceil(cap.in_flight_p99 / 8)
     with pytest.raises(ValueError):
         containers_needed(Traffic(1, 1), 1.0, 0)
+
+
+def test_batch_scaling_bounds_the_unmeasured_l4():
+    from helpers.traffic import batch_scaling
+
+    assert batch_scaling(8, "none") == 1.0 and batch_scaling(8, "perfect") == 8.0
+    measured = batch_scaling(8, "h200")
+    assert 1.0 < measured < 8.0 and batch_scaling(1, "h200") == 1.0
+    with pytest.raises(ValueError, match="measured at"):
+        batch_scaling(4, "h200")
+    with pytest.raises(ValueError, match="assumption"):
+        batch_scaling(8, "optimistic")
+
+
+def test_sizing_labels_each_speed_and_follows_littles_law():
+    from helpers.model_shape import known_shape
+    from helpers.speed import expected_decode_tps
+    from helpers.traffic import size_pattern
+
+    pattern = Traffic(900, 300)
+    l4 = size_pattern(pattern, "L4", 8, assumption="none")
+    assert l4.per_stream_tps == pytest.approx(expected_decode_tps(known_shape("Qwen3-8B"), "Q5_K_M", "L4") / 8)
+    assert l4.capacity.in_flight_mean == pytest.approx(pattern.rate_per_s * l4.seconds_per_request)
+    assert "no batching gain assumed" in l4.label and l4.aggregate_tps == pytest.approx(8 * l4.per_stream_tps)
+    assert l4.usd_per_hour == pytest.approx(gpu_cost_usd("L4", 3600) * l4.capacity.containers)
+    h200 = size_pattern(pattern, "H200", 8)
+    assert h200.label.startswith("measured") and h200.per_stream_tps > l4.per_stream_tps
+
+
+def test_the_bill_uses_the_course_cold_start_unless_told_otherwise():
+    from helpers.coldstart import model_cold_start_budget
+
+    t = Traffic(10, 300)
+    default = hourly_bill(t, "L4", 40.0, scaledown_s=300)
+    explicit = hourly_bill(t, "L4", 40.0, scaledown_s=300,
+                           cold_start_s=model_cold_start_budget("Qwen3-8B", "Q5_K_M", "L4").total_s)
+    assert default == explicit
