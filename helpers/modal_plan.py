@@ -21,7 +21,9 @@ Any other Modal app works the same way — your own file, as ``modal run FILE.py
 it (``python -m helpers modal-plan --app FILE.py``, or ``compute_plan(apps=["FILE.py"])``).
 The plan cannot know what a function's body will start; an app says it with a module-level
 ``COMMANDS`` dictionary (function name → the command line that function runs), which the
-function itself should use, so that what is shown is what runs.
+function itself should use, so that what is shown is what runs. For such a file the plan also says,
+per function, which modules the file imports that the function's container would lack
+(:func:`missing_imports`): Modal mounts only the file itself, and every container imports all of it.
 """
 
 from __future__ import annotations
@@ -78,18 +80,29 @@ def _is_file(app: str | os.PathLike[str]) -> bool:
 
 def load_app_module(app: str | os.PathLike[str]) -> ModuleType:
     """Import an app the way ``modal run`` does: a module name, or a ``.py`` file with its folder on ``sys.path``."""
+    if Path(app).is_dir():
+        raise ValueError(f"{app} is a folder: give the .py file in it that defines your modal.App")
     if not _is_file(app):
-        return importlib.import_module(str(app))
+        try:
+            return importlib.import_module(str(app))
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"no module {app!r} ({exc}); give a .py file or a module name such as "
+                             "helpers.modal_server") from None
     path = Path(app).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no app file {app}: give the path of a .py file that defines a modal.App, "
                                 "or a module name such as helpers.modal_server")
+    if path.suffix != ".py":
+        raise ValueError(f"{app} is not a Python file: give the .py file that defines your modal.App")
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:  # a learner's own file: point at the line, as Python would, without a traceback
+        raise ValueError(f"{exc.filename}:{exc.lineno}: {exc.msg}; fix the line, then plan again") from None
     return module
 
 
@@ -119,6 +132,8 @@ def plan_here(apps: Sequence[str | os.PathLike[str]] = APP_MODULES) -> dict[str,
         for name, function in app._local_state.functions.items():
             planned = asyncio.run(_plan_function(app._name, name, function, commands))
             planned["module"] = module.__name__
+            if commands is not None and getattr(module, "__file__", None):  # your own file: does it import?
+                planned["missing_imports"] = missing_imports(module.__file__, planned)
             functions.append(planned)
     return {"image_builder_version": _builder_version(LATEST_IMAGE_BUILDER_VERSION), "functions": functions}
 
@@ -167,6 +182,86 @@ async def _plan_function(app_name: str, name: str, function: Any,
         "command": (container_command(app_name, name) if commands is None
                     else [str(a) for a in commands[name]] if name in commands else None),
     }
+
+
+# --- what a container can import ------------------------------------------------------------------------------
+
+#: Run in a fresh interpreter: import ``modal`` (every container has Modal's client), then refuse every other
+#: module that is neither in the standard library nor on the allow list, and import the app file as the
+#: container does. Self-contained on purpose: importing anything of this machine first would hide what is missing.
+_IMPORT_CHECK = r"""
+import ast, importlib.abc, importlib.util, json, sys
+import modal
+app_path, function_name, extra = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+allowed = set(sys.stdlib_module_names) | {m.split(".")[0] for m in sys.modules} | set(extra)
+missing = []
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        top = fullname.split(".")[0]
+        if top not in allowed:
+            if top not in missing:
+                missing.append(top)
+            raise ModuleNotFoundError(f"No module named {top!r}", name=top)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+source = open(app_path).read()
+spec = importlib.util.spec_from_file_location(extra[0], app_path)
+try:
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+except ModuleNotFoundError:
+    pass  # the container stops at the first; `missing` has it
+for node in ast.walk(ast.parse(source)):  # imports inside the function, run when it is called
+    if isinstance(node, ast.FunctionDef) and node.name == function_name:
+        for sub in ast.walk(node):
+            names = ([a.name for a in sub.names] if isinstance(sub, ast.Import) else
+                     [sub.module] if isinstance(sub, ast.ImportFrom) and sub.level == 0 and sub.module else [])
+            missing += [n.split(".")[0] for n in names if n.split(".")[0] not in allowed | set(missing)]
+print(json.dumps(missing))
+"""
+
+
+def image_python_packages(function_plan: Mapping[str, Any]) -> list[str]:
+    """Top-level module names a function's container has beyond the standard library and Modal's client.
+
+    Two sources: the packages its image installs with pip (``RUN … pip install NAME…``; a distribution
+    such as ``huggingface-hub`` is imported as ``huggingface_hub``) and the local packages Modal mounts
+    at start (``add_local_python_source``). Modal mounts nothing else: an app given as a file gets
+    only that file, so a package this machine has is *not* there unless the image adds it.
+    """
+    modules = []
+    for line in function_plan["dockerfile"]:
+        if line.startswith("RUN ") and " pip install " in line:
+            for word in shlex.split(line.split(" pip install ", 1)[1].split("&&")[0]):
+                name = word.split(";")[0]
+                for sep in "<>=!~[ ":
+                    name = name.split(sep)[0]
+                if name and not word.startswith(("-", "$")) and "/" not in name:
+                    modules.append(name.replace("-", "_").lower())
+    for mount in function_plan["mounts"]:
+        modules += [part.split()[2] for part in mount.split("; ") if part.startswith("python package ")]
+    return modules
+
+
+def missing_imports(app_file: str | os.PathLike[str], function_plan: Mapping[str, Any],
+                    timeout_s: float = 120.0) -> list[str]:
+    """Modules the app file imports that ``function_plan``'s container would not have ([] when it has them all).
+
+    Checked by importing the file in a fresh Python that has only the standard library, Modal's
+    client and :func:`image_python_packages` (every other import fails, as it would in the container),
+    plus the imports inside the function's own body, which run when it is called. A module listed here
+    is a ``ModuleNotFoundError`` before the function starts: add it to that function's image.
+    """
+    extra = [Path(app_file).stem, *image_python_packages(function_plan)]
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_CHECK, str(Path(app_file).resolve()), function_plan["name"],
+                           json.dumps(extra)], capture_output=True, text=True, timeout=timeout_s,
+                          cwd=Path(app_file).resolve().parent.parent, stdin=subprocess.DEVNULL,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise RuntimeError(f"could not check the imports of {app_file}: " + (lines[-1] if lines else "no output"))
+    return json.loads(proc.stdout)
 
 
 def container_command(app_name: str, function_name: str) -> list[str] | None:
@@ -291,5 +386,8 @@ def render_text(plan: dict[str, Any], width: int = 200) -> str:
             shown = line if len(line) <= width else f"{line[:width - 40]}… ({len(line):,} characters; --json)"
             out.append(f"    {shown}")
         out.append(f"  mounted at start: {'; '.join(f['mounts']) or 'nothing'}")
+        if f.get("missing_imports"):
+            out.append(f"  its container lacks {', '.join(f['missing_imports'])}, which the file imports: "
+                       "add it to this function's image (.add_local_python_source(...) or .uv_pip_install(...))")
         out.append(f"  runs: {shlex.join(f['command']) if f['command'] else 'Python only'}")
     return "\n".join(out)

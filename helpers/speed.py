@@ -15,16 +15,19 @@ stay below it for two reasons, and the model keeps both:
   the datasheet's. On the H200 it is measured *per quantization type* (llama-batched-bench, one
   stream, ``docs/benchmarks/h200-efficiency-2026-11-27/quant_scaling.json``) because the types do
   not share one: Q8_0 streams at ~59% of the peak, the K-quants at ~40% — they unpack more per
-  byte, and on a GPU this fast the unpacking, not the memory, sets their pace. So on an H200
-  "speed ratios are byte ratios" is false: Q8_0 reads 1.5× the bytes of Q5_K_M and runs at
-  0.98× its speed. (One bandwidth shared by all four types does not fit: the straight line
-  through them, :func:`one_bandwidth_fit`, needs more than the H200's peak and misses by ±11%.)
+  byte, and on a GPU this fast the unpacking, not the memory, *likely* sets their pace (an
+  inference from four points, not a profiler's counters). So on an H200 "speed ratios are byte
+  ratios" is false: Q8_0 reads 1.5× the bytes of Q5_K_M and runs at 0.98× its speed. (One
+  bandwidth shared by all four types does not fit: the straight line through them,
+  :func:`one_bandwidth_fit`, needs more than the H200's peak and misses by up to 10%.)
 
 On an **L4** the one measured point is the article's Q5_K_M run (41.47 tokens/s). With the same
 fixed part it streams at ~80% of the L4's 300 GB/s. The H200's per-type differences cannot carry
-over: Q8_0 at 1.4× Q5_K_M's rate would be faster than the L4's memory allows. An L4 has about
-twice an H200's arithmetic per byte of bandwidth, so the unpacking hides behind the slow memory:
-the model lets *every* type stream at the measured Q5_K_M fraction there. Every other GPU's
+over: Q8_0 at 1.4× Q5_K_M's rate would be faster than the L4's memory allows. The batch-1
+mat-vec kernels (MMVQ, dp4a) run on the CUDA cores, not the tensor cores, so the arithmetic that
+counts is the CUDA cores': per byte of bandwidth an L4 has about seven times an H200's
+(:func:`arithmetic_per_byte`, from NVIDIA's datasheets), so the unpacking likely hides behind the
+slow memory: the model lets *every* type stream at the measured Q5_K_M fraction there. Every other GPU's
 fraction is interpolated log-linearly in bandwidth between the L4 and the H200 (faster memory,
 smaller share, as the two measured GPUs show), per type. All of that is a *prediction*;
 :func:`speed_label` says for each GPU and type whether a figure is measured (and where) or
@@ -106,10 +109,45 @@ def significant(x: float, digits: int = 2) -> str:
     return f"{rounded:,.{max(decimals, 0)}f}"
 
 
+# --- arithmetic against memory ------------------------------------------------------------------
+#: FP32 throughput of the CUDA cores (TFLOPS, dense, boost clock) from NVIDIA's datasheets. Batch-1
+#: decoding multiplies a matrix by one vector: llama.cpp's quantized mat-vec kernels (MMVQ, dp4a) run on
+#: the CUDA cores, not the tensor cores, so this — not the tensor-core peak — is the arithmetic that
+#: unpacks and multiplies the weights.
+CUDA_CORE_TFLOPS = {"T4": 8.1, "L4": 30.3, "H200": 67.0}
+CUDA_CORE_TFLOPS_SOURCES = {
+    "T4": "https://www.nvidia.com/en-us/data-center/tesla-t4/ (datasheet: 8.1 TFLOPS single precision)",
+    "L4": "https://www.nvidia.com/en-us/data-center/l4/ (datasheet: 30.3 TFLOPS FP32)",
+    "H200": "https://www.nvidia.com/en-us/data-center/h200/ (datasheet, H200 SXM: 67 TFLOPS FP32)",
+}
+
+
+def arithmetic_per_byte(gpu: str) -> float:
+    """FLOP the CUDA cores can do per byte the memory delivers (datasheet FP32 ÷ datasheet bandwidth).
+
+    A batch-1 mat-vec needs only ~3 FLOP per byte of a 5-bit type (:func:`matvec_flop_per_byte`),
+    far below any GPU's ratio — so reading sets the pace, until unpacking the blocks adds enough
+    work per byte to close the gap. The smaller the ratio, the sooner that happens: an H200 has
+    ~14 FLOP per byte, an L4 ~100.
+    """
+    name = gpu_spec(gpu).name
+    if name not in CUDA_CORE_TFLOPS:
+        raise ValueError(f"no CUDA-core FLOPS recorded for {gpu!r}; recorded: {', '.join(CUDA_CORE_TFLOPS)}")
+    return CUDA_CORE_TFLOPS[name] * 1e12 / (gpu_spec(name).bandwidth_gb_s * 1e9)
+
+
+def matvec_flop_per_byte(quant: str, shape: ModelShape | None = None) -> float:
+    """FLOP per byte of weights a batch-1 mat-vec needs: one multiply-add (2 FLOP) per weight, before
+    any unpacking, ÷ the type's bytes per weight."""
+    from helpers.quant import bits_per_weight
+
+    return 2 / (bits_per_weight(shape or QWEN3_8B, quant) / 8)
+
+
 # --- the measurements ---------------------------------------------------------------------------
 QWEN3_8B = known_shape("Qwen3-8B")
 #: The H200 suite's "narrow" twin: Qwen3-8B's 36 layers and vocabulary (the same 1,266 graph nodes per
-#: token) at a quarter of the width — ~10x fewer bytes (helpers.gpu_suite builds it).
+#: token) at a quarter of the width — ~12x fewer bytes (helpers.gpu_suite builds it).
 NARROW_TWIN = QWEN3_8B.with_(name="narrow", n_embd=1024, n_ff=3072, n_head=8, n_head_kv=2)
 
 
@@ -193,17 +231,19 @@ class SpeedFit:
 
     @property
     def max_abs_residual(self) -> float:
-        """The largest |predicted / measured - 1| over every recorded point."""
-        return max(abs(r["residual"]) for r in self.residuals)
+        """The largest |predicted / measured - 1| over the points the fit did not set (the tests)."""
+        return max(abs(r["residual"]) for r in self.residuals if not r["fitted"])
 
     def table(self) -> str:
-        """Every recorded point against the model, as plain text."""
+        """Every recorded point against the model, as plain text. A point that set a streaming rate is
+        reproduced by construction: its row says "fitted", not a residual, so it is not read as a test."""
         lines = [f"{'GPU':5s}{'type':8s}{'model':24s}{'tool':21s}{'context':>8s}{'GB/token':>9s}"
                  f"{'measured':>10s}{'model':>8s}{'residual':>10s}"]
         for r in self.residuals:
+            check = "fitted" if r["fitted"] else f"{r['residual']:+.1%}"
             lines.append(f"{r['gpu']:5s}{r['quant']:8s}{r['model']:24s}{r['tool']:21s}{r['n_past']:8.0f}"
                          f"{r['bytes_per_token'] / 1e9:9.2f}{r['measured']:10.1f}{r['predicted']:8.1f}"
-                         f"{r['residual']:+10.1%}")
+                         f"{check:>10s}")
         return "\n".join(lines)
 
 
@@ -215,8 +255,9 @@ def fit() -> SpeedFit:
     * each H200 type's streaming rate from its llama-batched-bench point: bytes ÷ (time − fixed);
     * the L4's from the article's point the same way.
 
-    Each rate is set by one point, so those points are reproduced exactly; the residuals that
-    test the model are the llama-bench points, predicted from the Q5_K_M rate of the other tool.
+    Each rate is set by one point, so those five points are reproduced exactly (``"fitted": True``);
+    the residuals that test the model are the two llama-bench points, predicted from the Q5_K_M rate
+    of the other tool (their *difference* set the fixed part, their level did not).
     """
     qwen, narrow = _measured("H200", "Q5_K_M", "llama-bench tg128"), _measured(
         "H200", "Q5_K_M", "llama-bench tg128", NARROW_TWIN)
@@ -233,7 +274,8 @@ def fit() -> SpeedFit:
             result.residuals.append({"gpu": m.gpu, "quant": m.quant, "model": m.model, "tool": m.tool,
                                      "n_past": m.n_past, "bytes_per_token": m.bytes_per_token,
                                      "measured": m.tokens_per_s, "predicted": predicted,
-                                     "residual": predicted / m.tokens_per_s - 1})
+                                     "residual": predicted / m.tokens_per_s - 1,
+                                     "fitted": m.tool != "llama-bench tg128"})
     finally:
         _FIT.clear()
     return result
@@ -250,7 +292,7 @@ def one_bandwidth_fit() -> dict:
     """The straight line time = fixed + bytes ÷ bandwidth through the H200's four types (least squares).
 
     If the types shared one streaming rate, this would fit; it does not: its bandwidth exceeds
-    the H200's datasheet peak and it misses the points by up to ±11%. Returned for display:
+    the H200's datasheet peak and it misses the points by up to 10%. Returned for display:
     ``fixed_ms``, ``bandwidth_gb_s`` and one residual (predicted / measured − 1) per type.
     """
     points = [(m.quant, m.bytes_per_token, 1 / m.tokens_per_s) for m in measurements()
@@ -327,6 +369,18 @@ def expected_decode_tps(shape: ModelShape, quant: str, gpu: str, n_past: float |
     return 1 / (fixed_ms(shape) / 1e3 + bytes_per_token(shape, quant, n_past) / bandwidth)
 
 
+def time_split(gpu: str, quant: str = "Q5_K_M", shape: ModelShape = QWEN3_8B, n_past: float | None = None) -> dict:
+    """Where the model's time per token goes, in ms: ``roofline`` (the bytes at the datasheet rate),
+    ``fixed``, and ``slow_streaming`` (the extra time because the weights stream below the datasheet
+    rate); the three add up to ``model``. Both causes of a gap to the roofline, side by side."""
+    n_past = reference_context() if n_past is None else n_past
+    read = bytes_per_token(shape, quant, n_past)
+    peak = gpu_spec(gpu).bandwidth_gb_s * 1e9
+    roofline, stream = read / peak * 1e3, read / (streaming_fraction(gpu, quant) * peak) * 1e3
+    fixed = fixed_ms(shape)
+    return {"roofline": roofline, "fixed": fixed, "slow_streaming": stream - roofline, "model": fixed + stream}
+
+
 def decode_efficiency(gpu: str, quant: str = "Q5_K_M", shape: ModelShape = QWEN3_8B) -> float:
     """The model's speed as a fraction of the roofline (empty context): 75% on the L4, ~27% on the H200."""
     return expected_decode_tps(shape, quant, gpu) / decode_roofline(shape, quant, gpu)
@@ -335,6 +389,13 @@ def decode_efficiency(gpu: str, quant: str = "Q5_K_M", shape: ModelShape = QWEN3
 def is_measured(gpu: str, quant: str, shape: ModelShape = QWEN3_8B) -> bool:
     """Whether a batch-1 speed of ``shape`` in ``quant`` on ``gpu`` was measured (see :func:`measurements`)."""
     return _measured(gpu_spec(gpu).name, quant.upper(), shape=shape) is not None
+
+
+def measured_tps(gpu: str, quant: str, shape: ModelShape = QWEN3_8B) -> float | None:
+    """The recorded batch-1 speed of ``shape`` in ``quant`` on ``gpu`` (the one :func:`speed_label` cites),
+    or None. A table of measured speeds should print this, not the model's value at another context."""
+    m = _measured(gpu_spec(gpu).name, quant.upper(), shape=shape)
+    return None if m is None else m.tokens_per_s
 
 
 def speed_label(gpu: str, quant: str, shape: ModelShape = QWEN3_8B) -> str:

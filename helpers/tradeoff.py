@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from helpers.gpus import GPUS, gpu_spec
 from helpers.memory import memory_breakdown
 from helpers.model_shape import ModelShape
-from helpers.speed import expected_decode_tps, is_measured
+from helpers.speed import expected_decode_tps, measured_tps, significant
 
 
 def _bigger_gpus(gpu: str) -> list[str]:
@@ -70,11 +70,18 @@ class Choice:
         width = max(8, *(len(s.preset) + 1 for s in self.steps))
         lines = [f"{'preset':{width}s}{'tokens/s':>9s}{'speed':>10s}{'KLD':>8s}{'GPU MiB':>9s}{'fits':>6s}"
                  f"{'step: faster':>14s}{'KLD added':>11s}{'% per 0.01':>12s}"]
-        for s in self.steps:
-            step = ("" if s.speedup_pct is None else
-                    f"{s.speedup_pct:+13.1f}%{s.kld_added:+11.4f}{s.speedup_per_kld:12.1f}")
+        for i, s in enumerate(self.steps):
+            # measured speeds as recorded; predictions, and steps that involve one, to 2 significant figures
+            tps = f"{s.tokens_per_s:g}" if s.measured else significant(s.tokens_per_s)
+            step = ""
+            if s.speedup_pct is not None:
+                digits = 3 if s.measured and self.steps[i - 1].measured else 2
+                faster = significant(s.speedup_pct, digits)
+                faster = f"{'+' if s.speedup_pct > 0 else ''}{faster}%"
+                step = (f"{faster:>14s}{s.kld_added:+11.4f}"
+                        f"{significant(s.speedup_per_kld, digits):>12s}")
             mark = "  <- chosen" if s.preset == self.preset else ""
-            lines.append(f"{s.preset:{width}s}{s.tokens_per_s:9.1f}{'measured' if s.measured else 'predicted':>10s}"
+            lines.append(f"{s.preset:{width}s}{tps:>9s}{'measured' if s.measured else 'predicted':>10s}"
                          f"{s.kld:8.4f}{s.total_gpu_mib:9,.0f}{'yes' if s.fits else 'NO':>6s}{step}{mark}")
         return "\n".join(lines)
 
@@ -88,8 +95,9 @@ def choose_quant(shape: ModelShape, gpu: str, n_ctx: int = 4096, headroom_mib: f
     price you put on quality. Memory is a hard limit: a preset must fit ``gpu`` at ``n_ctx``
     with ``headroom_mib`` to spare.
 
-    Speeds are :func:`helpers.speed.expected_decode_tps` — measured where the course has a
-    measurement, predicted otherwise (each step says which). Only their *ratios* matter, and
+    Speeds are the recorded measurement where the course has one (:func:`helpers.speed.measured_tps`,
+    at the context it was measured at) and :func:`helpers.speed.expected_decode_tps` otherwise (each
+    step says which). Only their *ratios* matter, and
     those are *not* ratios of bytes on every GPU: on an H200, Q8_0 runs at 0.98x Q5_K_M's speed
     with 1.5x its bytes, so the same price that picks Q5_K_M on an L4 keeps Q8_0 there.
     A ladder may hold importance-matrix variants (``"Q4_K_M+imatrix"``, :data:`LADDER_IMATRIX`):
@@ -105,8 +113,10 @@ def choose_quant(shape: ModelShape, gpu: str, n_ctx: int = 4096, headroom_mib: f
     for q in ladder:
         base = base_preset(q)
         est = memory_breakdown(shape, base, n_ctx, gpu)
-        step = LadderStep(q, expected_decode_tps(shape, base, gpu), lookup(q).kld, est.total_gpu_mib,
-                          est.total_gpu_mib + headroom_mib <= est.gpu_memory_mib, is_measured(gpu, base, shape))
+        measured = measured_tps(gpu, base, shape)
+        tps = expected_decode_tps(shape, base, gpu) if measured is None else measured
+        step = LadderStep(q, tps, lookup(q).kld, est.total_gpu_mib,
+                          est.total_gpu_mib + headroom_mib <= est.gpu_memory_mib, measured is not None)
         if steps:
             step.speedup_pct = (step.tokens_per_s / steps[-1].tokens_per_s - 1) * 100
             step.kld_added = step.kld - steps[-1].kld

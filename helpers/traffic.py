@@ -172,12 +172,30 @@ def containers_needed(traffic: Traffic, seconds_per_request: float, per_containe
 
 # --- sizing a pattern on a GPU ------------------------------------------------------------
 
-#: How an L4's aggregate decode speed grows with the number of streams is not measured: nobody has run
-#: the course's server on an L4 with many streams. Three labeled assumptions bound it:
+#: How an L4's aggregate decode speed grows with the number of streams is not measured token by token:
+#: the course has no run of its server on an L4 with many streams. Three labeled assumptions bound it:
 #: ``"none"`` — no batching gain (N streams share one stream's speed: the lower bound);
 #: ``"h200"`` — the course server's measured scaling on the H200 (aggregate at N ÷ at 1 stream);
 #: ``"perfect"`` — every stream as fast as one alone (the upper bound, never reached).
+#: The article's own L4 observation is a rough check of them (:func:`article_batch_gain`).
 SCALING_ASSUMPTIONS = ("none", "h200", "perfect")
+
+#: The article's L4 (section "Concurrency"): "≈10–23 s per request across 1–8 concurrent requests", for
+#: Qwen3-8B Q5_K_M behind llama-server. Concurrent requests → seconds per request. The article does not
+#: give the requests' token counts.
+ARTICLE_CONCURRENCY_S = {1: 10.0, 8: 23.0}
+
+
+def article_batch_gain() -> float:
+    """The aggregate speed-up at 8 streams that the article's L4 latencies imply: 8 × 10 s ÷ 23 s ≈ 3.5.
+
+    A rough check, not a measurement of the scaling: it holds only if the replies at 1 and at 8
+    concurrent requests had about the same length, which the article does not say (Qwen3's replies,
+    thinking included, vary). With no batching gain 8 requests would take 8 × 10 = 80 s each; with
+    perfect batching 10 s.
+    """
+    (n1, t1), (n8, t8) = sorted(ARTICLE_CONCURRENCY_S.items())
+    return (n8 / t8) / (n1 / t1)
 
 
 def batch_scaling(n: int, assumption: str = "h200") -> float:
@@ -248,5 +266,7 @@ def size_pattern(traffic: Traffic, gpu: str, slots: int, *, assumption: str = "h
     if measured_here:
         label = f"measured (the course's H200 server runs, {slots} streams, docs/benchmarks/h200-efficiency-2026-11-27)"
     else:
-        label = f"{speed_label(gpu, quant)}; {slots} streams: {how}"
+        # The per-stream speed with every slot busy is never a measurement here: one stream's speed times an
+        # assumed scaling. Say "predicted" first, then where the one-stream figure comes from.
+        label = f"predicted: one stream {speed_label(gpu, quant)}; {slots} streams: {how}"
     return Sizing(gpu_spec(gpu).name, slots, per_stream, seconds, cap, gpu_cost_usd(gpu, 3600) * cap.containers, label)

@@ -19,13 +19,14 @@ MODEL_DIR = "/models"
 MODEL_PATH = f"{MODEL_DIR}/Qwen--Qwen3-8B-GGUF/{FILE}"  # where the course's own download puts it, too
 
 # ## Two images: a small one that downloads, a CUDA one that serves
-download_image = modal.Image.debian_slim(python_version="3.11").uv_pip_install("huggingface-hub>=0.34")
+download_image = (modal.Image.debian_slim(python_version="3.11").uv_pip_install("huggingface-hub>=0.34")
+                  .add_local_python_source("helpers"))  # every container runs this file's imports: helpers too
 server_image = (
     modal.Image.from_registry("nvidia/cuda:12.9.1-devel-ubuntu22.04", add_python="3.11")  # has nvcc
     .entrypoint([])  # no CUDA banner script
     .apt_install("build-essential", "cmake", "libssl-dev", "libgomp1")
     .run_commands(llamacpp.image_build_command("89"))  # 89: the L4's architecture; ~10 min once, then cached
-    .add_local_python_source("helpers")  # this file imports helpers, so its containers need it too
+    .add_local_python_source("helpers")  # Modal mounts only this file, not the packages it imports
 )
 
 # ## A Volume: the model, downloaded once, read by every container

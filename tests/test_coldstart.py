@@ -14,11 +14,15 @@ from helpers.coldstart import (
     ARTICLE_WARM_FIRST_TOKEN_S,
     CONTAINER_START_S,
     CUDA_INIT,
+    DOCUMENTED_VOLUME_GB_S_RANGE,
     GPU_COLD_STARTS,
+    LOAD_TIME_STAGES,
     PCIE4_X16_GB_S,
-    VOLUME_READ_GB_S_RANGE,
     article_check,
+    article_load_s,
+    calibrated_volume_gb_s,
     cold_start_budget,
+    copy_rates_gb_s,
     evict,
     filesystem_type,
     logged_load_mode,
@@ -34,6 +38,7 @@ from helpers.coldstart import (
     retry_delay_s,
     snapshot_gpu_bytes,
     summarize_table,
+    wait_for_port,
 )
 from helpers.model_shape import known_shape
 from helpers.sizes import file_size
@@ -49,7 +54,7 @@ def test_the_course_budget_has_every_stage_with_a_range_and_a_source():
     assert [s.key for s in b.stages] == STAGES
     for s in b.stages:
         assert 0 <= s.low_s <= s.value_s <= s.high_s, s
-        assert s.source and s.kind in ("measured", "documented", "derived"), s
+        assert s.source and s.kind in ("measured", "documented", "calibrated", "derived"), s
     assert b.total_s == pytest.approx(sum(b.phases().values()))
     assert b.low_s == pytest.approx(sum(s.low_s for s in b.stages))
     assert b.high_s == pytest.approx(sum(s.high_s for s in b.stages))
@@ -66,16 +71,32 @@ def test_reading_the_volume_dominates_the_budget():
     b = model_cold_start_budget()
     others = [s.value_s for s in b.stages if s.key != "volume"]
     assert b.volume_read_s > max(others)
-    # Modal's "one to two GB/s" brackets the read between 2.9 and 5.9 seconds
-    slow, fast = (cold_start_budget(b.model_bytes, volume_gb_s=v) for v in VOLUME_READ_GB_S_RANGE)
+    # the fast end is Modal's documented 2 GB/s; the value and the slow end come from the article's L4 load
+    slowest, value, fastest = calibrated_volume_gb_s()
+    fast = cold_start_budget(b.model_bytes, volume_gb_s=DOCUMENTED_VOLUME_GB_S_RANGE[1])
     assert fast.volume_read_s == pytest.approx(b.stage("volume").low_s)
-    assert slow.volume_read_s == pytest.approx(b.stage("volume").high_s)
-    assert slow.volume_read_s == pytest.approx(2 * fast.volume_read_s)
+    assert b.volume_read_s == pytest.approx(b.model_bytes / 1e9 / value)
+    assert b.stage("volume").high_s == pytest.approx(b.model_bytes / 1e9 / slowest)
+    # the article's L4 read ran below Modal's "one to two GB/s"
+    assert slowest < value < fastest < DOCUMENTED_VOLUME_GB_S_RANGE[0]
+
+
+def test_the_budget_is_calibrated_on_the_articles_measured_load():
+    """llama.cpp's load time covers the header, the read, the copy and the warm-up: the budget's values for those
+    stages reproduce the article's 8146.38 ms (one parameter fitted to one measurement), and its range holds it."""
+    assert article_load_s() == pytest.approx(8.14638)
+    check = article_check()
+    assert LOAD_TIME_STAGES == ("header", "volume", "copy", "warmup")
+    assert check.budget_load_s == pytest.approx(check.measured_load_s)
+    assert check.budget_load_low_s < check.measured_load_s < check.budget_load_high_s
+    # with Modal's documented 1-2 GB/s alone the load would have been predicted 10-50% short
+    docs = [article_check(model_cold_start_budget(volume_gb_s=v)) for v in DOCUMENTED_VOLUME_GB_S_RANGE]
+    assert all(0.5 * check.measured_load_s < d.budget_load_s < 0.9 * check.measured_load_s for d in docs)
 
 
 def test_measured_stages_are_read_from_the_recorded_files():
     """CUDA's start, the header and the warm-up come from llama-server's log on the H200; the copy rate from
-    CUDA alone on the same machine, halved for the L4's PCIe 4 link."""
+    CUDA alone on the same machine: pageable copies, which the host's CPU limits, not the link."""
     runs = json.loads(GPU_COLD_STARTS.read_text())["runs"]
     server = recorded_llama_server_phases()
     assert len(server["cuda"].values) == len(runs) == 8
@@ -88,8 +109,13 @@ def test_measured_stages_are_read_from_the_recorded_files():
     assert cuda["pageable"].high < cuda["pinned"].low / 4
     b = model_cold_start_budget()
     assert pcie_scale("L4") == 0.5 and pcie_scale("H200") == 1.0 and pcie_scale("T4") == 0.25
-    assert b.host_to_device_gb_s == pytest.approx(cuda["pageable"].median / 2)
+    # min(pageable, pinned x link ratio): the L4's PCIe 4 link (pinned ~28 GB/s) has room to spare over the
+    # host's ~7 GB/s staging, so the copy runs at the pageable rate; even a T4's PCIe 3 does
+    assert b.host_to_device_gb_s == pytest.approx(cuda["pageable"].median)
+    assert cuda["pinned"].median * pcie_scale("L4") > 3 * cuda["pageable"].median
+    assert copy_rates_gb_s("T4") == copy_rates_gb_s("L4") == copy_rates_gb_s("H200")
     assert b.host_to_device_gb_s < PCIE4_X16_GB_S
+    assert "assumed" in b.stage("copy").source
     # the warm-up adds one decode step at the L4's speed to what the H200 measured
     assert b.warmup_s == pytest.approx(server["context_warmup"].median
                                        + 1 / expected_decode_tps(known_shape("Qwen3-8B"), "Q5_K_M", "L4"))
@@ -114,15 +140,18 @@ def test_the_retry_stage_is_a_third_of_the_longest_pause():
 
 
 def test_the_budget_and_the_article_fit_together():
-    """The article: ≈20 s to the first token after scale-to-zero, ~12 s warm. The 12 s of thinking is paid
-    cold too, which leaves 8 s of cold start: inside the budget's range, and near its value."""
+    """The article: ≈20 s to the first token after scale-to-zero, ~12 s warm. 20 − 12 = 8 s is a rough split:
+    the article's own load took 8.1 s, so its cold start was at least ~9.7 s and the cold request thought for
+    at most ~10 s, not the warm request's 12."""
     check = article_check()
     assert (check.cold_first_token_s, check.warm_first_token_s) == (ARTICLE_COLD_FIRST_TOKEN_S,
                                                                    ARTICLE_WARM_FIRST_TOKEN_S)
     b = check.budget
     assert check.implied_cold_start_s == 8.0
-    assert b.low_s <= check.implied_cold_start_s <= b.high_s
-    assert abs(b.total_s - check.implied_cold_start_s) < 2.0
+    assert check.implied_cold_start_s < check.measured_load_s < check.min_cold_start_s
+    assert round(check.min_cold_start_s, 1) == 9.7 and round(check.max_cold_thinking_s) == 10
+    assert check.max_cold_thinking_s < check.warm_first_token_s
+    assert b.low_s <= check.min_cold_start_s <= b.total_s <= b.high_s
     assert check.predicted_cold_first_token_s == pytest.approx(b.total_s + 12.0)
 
 
@@ -186,6 +215,40 @@ def test_log_timestamps_are_read_as_seconds_since_start():
     assert times == {"start": pytest.approx(0.007514), "tensors": pytest.approx(0.175235),
                      "ready": pytest.approx(62.003004)}
     assert logged_load_mode(log) == "none"
+
+
+@pytest.mark.llama
+def test_a_request_sent_as_soon_as_the_port_opens_meets_503_loading_model():
+    """Notebook 07's demo: llama-server opens its port before it loads the model, so a request sent the moment the
+    port accepts connections — when Modal would route it — is answered 503 "Loading model", then served."""
+    import threading
+
+    from openai import OpenAI
+
+    from helpers.client import stream_chat
+    from helpers.runtime import LocalServer
+
+    server = LocalServer.for_model("smollm2", parallel=1, ctx_per_slot=1024)
+    starting = threading.Thread(target=server.start)
+    refusals: list[str] = []
+    starting.start()
+    try:
+        assert wait_for_port(server.settings.host, server.settings.port) < 30
+        client = OpenAI(base_url=server.openai_base_url, api_key="not-needed", max_retries=0)
+        reply = stream_chat(client, "Hello", max_tokens=4, temperature=0, thinking=False,
+                            on_retry=lambda attempt, answer: refusals.append(answer))
+    finally:
+        starting.join()
+        server.stop()
+    assert refusals and refusals[0] == "503 Loading model"
+    assert reply.completion_tokens == 4 and reply.attempts == len(refusals) + 1
+
+
+def test_waiting_for_a_port_that_never_opens_names_the_problem():
+    from helpers.process import free_port
+
+    with pytest.raises(TimeoutError, match="nothing accepted connections"):
+        wait_for_port("127.0.0.1", free_port(), timeout_s=0.2)
 
 
 @pytest.mark.llama

@@ -516,6 +516,39 @@ def test_the_learners_app_renders_valid_dockerfile_lines(learner_plan, tmp_path)
     assert not any("nvidia/cuda" in line for line in download["dockerfile"])
 
 
+def test_every_function_of_the_learners_app_has_what_the_file_imports(learner_plan):
+    """Modal mounts only the file of an app given as a file; each container imports the whole file, so every
+    image must bring what the file imports at the top (helpers) and what the function imports when called."""
+    from helpers.modal_plan import image_python_packages
+
+    assert learner_plan["functions"]
+    for f in learner_plan["functions"]:
+        assert f["missing_imports"] == [], f["name"]
+        assert "helpers" in image_python_packages(f), f["name"]
+        assert f["mounts"] == ["python package helpers -> /root/helpers"], f["name"]
+    download = function(learner_plan, "my-llama-server", "download")
+    assert "huggingface_hub" in image_python_packages(download)  # its body imports it
+    assert "huggingface_hub" not in image_python_packages(function(learner_plan, "my-llama-server", "serve"))
+
+
+def test_the_import_check_finds_what_a_container_lacks(tmp_path):
+    """The check is real: without helpers in the download image, its container fails at import; a module the
+    serve function imports in its body that its image lacks is found too; the planner says so in one line."""
+    source = LEARNER_APP.read_text()
+    pip = '.uv_pip_install("huggingface-hub>=0.34")'
+    broken = source.replace(pip + "\n", pip + ")\n", 1)
+    broken = re.sub(r"\n\s*\.add_local_python_source\(\"helpers\"\)\)  #[^\n]*", "", broken, count=1)
+    broken = broken.replace("    subprocess.Popen(", "    import huggingface_hub  # noqa\n    subprocess.Popen(", 1)
+    assert broken.count("add_local_python_source") == 1 and "import huggingface_hub" in broken
+    app = tmp_path / "broken_app.py"
+    app.write_text(broken)
+    found = {f["name"]: f["missing_imports"] for f in compute_plan(_clean_env(), apps=[app])["functions"]}
+    assert found == {"download": ["helpers"], "serve": ["huggingface_hub"]}
+    out = subprocess.run([sys.executable, "-m", "helpers", "modal-plan", "--app", str(app)], capture_output=True,
+                         text=True, env=_clean_env(), timeout=120)
+    assert "its container lacks helpers, which the file imports" in out.stdout, out.stderr[-2000:]
+
+
 def test_the_learners_server_runs_the_production_command(learner_plan, plan, tmp_path):
     """Same llama-server flags as helpers.modal_server (the one source of truth), the same pinned build, the same
     Modal settings; the differences notebook 05 shows are exactly these."""
@@ -557,6 +590,21 @@ def test_modal_plan_of_a_file_from_the_command_line(tmp_path):
                          capture_output=True, text=True, env=_clean_env(), timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: no app file no_such_app.py: give the path")
     assert "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["not python", "folder", "syntax error", "unknown module"])
+def test_modal_plan_of_a_bad_app_is_one_line(tmp_path, kind):
+    """A learner's own file is where mistakes happen: each gets one line naming the problem, never a traceback."""
+    (tmp_path / "notes.txt").write_text("not an app\n")
+    (tmp_path / "broken.py").write_text("import modal\napp = modal.App('x'\n")
+    (tmp_path / "apps").mkdir()
+    app, expected = {"not python": ("notes.txt", "is not a Python file"), "folder": ("apps", "is a folder"),
+                     "syntax error": ("broken.py", "broken.py:2: "),
+                     "unknown module": ("no_such_module_xyz", "no module 'no_such_module_xyz'")}[kind]
+    out = subprocess.run([sys.executable, "-m", "helpers", "modal-plan", "--app", app],
+                         capture_output=True, text=True, env=_clean_env(), timeout=120, cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and expected in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1
 
 
 # --- the request path (notebook 05) --------------------------------------------------------------------------------
