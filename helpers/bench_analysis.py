@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from helpers.config import BENCHMARKS_DIR
 from helpers.model_shape import known_shape
 from helpers.speed import decode_roofline
 
-RECORDED = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "h200-2026-11-27"
+RECORDED = BENCHMARKS_DIR / "h200-2026-11-27"
 
 
 def load_runs(directory: str | Path = RECORDED) -> Any:

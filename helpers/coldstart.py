@@ -60,16 +60,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from helpers.commands import LOAD_MODES
+from helpers.config import BENCHMARKS_DIR
 
 # --- the budget ---------------------------------------------------------------------------
 
 GB = 1e9
-#: The course's recorded GPU measurements (read, never copied into this file).
-BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 #: llama-server started 8 times on an NVIDIA H200 with a 7.1 GB model, timed by its own log.
-GPU_COLD_STARTS = BENCHMARKS / "h200-efficiency-2026-11-27" / "gpu_cold_starts.json"
+GPU_COLD_STARTS = BENCHMARKS_DIR / "h200-efficiency-2026-11-27" / "gpu_cold_starts.json"
 #: CUDA's start-up and host-to-device copies on the same kind of machine, 5 fresh processes.
-CUDA_INIT = BENCHMARKS / "h200-cuda-init-2026-12-04" / "cuda_init.jsonl"
+CUDA_INIT = BENCHMARKS_DIR / "h200-cuda-init-2026-12-04" / "cuda_init.jsonl"
 
 #: Where the assumptions come from (printed with :meth:`ColdStartBudget.sources`).
 MODAL_COLD_START_URL = "https://modal.com/docs/guide/cold-start"
@@ -113,17 +112,16 @@ DOCUMENTED_VOLUME_GB_S_RANGE = (1.0, 2.0)
 LOAD_TIME_STAGES = ("header", "volume", "copy", "warmup")
 
 #: 6. The host link. PCIe doubles its rate per generation; 4.0 x16 is 16 GT/s x 16 lanes with
-#: 128b/130b encoding, 31.5 GB/s each way on paper. Generation of each GPU's host link (NVIDIA's
-#: datasheets). llama.cpp's default ``mmap`` loading copies from pageable memory, which the driver stages
-#: through a pinned buffer with the host's CPU: on the H200 that ran at 6.6–8.6 GB/s while pinned copies
-#: ran at 55 GB/s over the same link — the host, not the link, sets the pace. For another GPU the copy
-#: rate is min(pageable measured, pinned measured × 2^(generation − 5)): a PCIe 4 link (pinned ≈ 28 GB/s)
-#: still has ~4x headroom. The other GPU's host CPU is *assumed* to stage copies as fast as the H200
-#: machine's (no measurement of Modal's L4 hosts).
+#: 128b/130b encoding, 31.5 GB/s each way on paper. Each GPU's host link generation is in the GPU
+#: catalogue (:mod:`helpers.gpus`, from NVIDIA's datasheets). llama.cpp's default ``mmap`` loading
+#: copies from pageable memory, which the driver stages through a pinned buffer with the host's CPU:
+#: on the H200 that ran at 6.6–8.6 GB/s while pinned copies ran at 55 GB/s over the same link — the
+#: host, not the link, sets the pace. For another GPU the copy rate is min(pageable measured, pinned
+#: measured × 2^(generation − 5)): a PCIe 4 link (pinned ≈ 28 GB/s) still has ~4x headroom. The other
+#: GPU's host CPU is *assumed* to stage copies as fast as the H200 machine's (no measurement of Modal's
+#: L4 hosts).
 PCIE4_X16_GB_S = 16e9 * 16 * 128 / 130 / 8 / GB
-PCIE_GENERATION = {"T4": 3, "L4": 4, "A10": 4, "L40S": 4, "A100-40GB": 4, "A100-80GB": 4, "H100": 5, "H200": 5,
-                   "B200": 5}
-MEASURED_PCIE_GENERATION = 5  # the H200 of CUDA_INIT
+MEASURED_ON = "H200"  # the machine of CUDA_INIT (its gpu.csv records the link: gen 5 x16)
 
 #: 8. The client: where the first successful token lands. ``helpers.client.stream_chat`` retries a
 #: loading server after pauses drawn between 0 and up to ``RETRY_CAP_S`` (4 s), so the attempt that
@@ -254,10 +252,7 @@ def pcie_scale(gpu: str) -> float:
     """Host-link speed of ``gpu`` relative to the measured H200's (PCIe doubles per generation)."""
     from helpers.gpus import gpu_spec
 
-    name = gpu_spec(gpu).name
-    if name not in PCIE_GENERATION:
-        raise ValueError(f"no PCIe generation known for {name}; add it to helpers.coldstart.PCIE_GENERATION")
-    return 2.0 ** (PCIE_GENERATION[name] - MEASURED_PCIE_GENERATION)
+    return 2.0 ** (gpu_spec(gpu).pcie_generation - gpu_spec(MEASURED_ON).pcie_generation)
 
 
 def retry_delay_s(cap_s: float) -> float:

@@ -32,6 +32,9 @@ DEFAULT_HF_REPO = "Qwen/Qwen3-8B-GGUF"
 DEFAULT_QUANT = "Q5_K_M"
 DEFAULT_GPU = "L4"
 
+#: The course's recorded measurements (GPU runs, CUDA start-up): read by the helpers, never copied into them.
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+
 #: Environment variable that moves every cache (llama.cpp source and builds, models).
 CACHE_ENV = "LLAMACPP_COURSE_CACHE"
 

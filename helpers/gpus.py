@@ -26,7 +26,10 @@ class Gpu:
     L4 from the article's log, the H200 from our own runs; else the datasheet);
     ``bandwidth_gb_s`` the datasheet's memory bandwidth in decimal GB/s;
     ``cuda_overhead_mib`` what CUDA and cuBLAS take outside llama.cpp's buffers (llama.cpp's
-    "unaccounted" column: 254 MiB on the L4, 597 MiB on the H200, rounded up)."""
+    "unaccounted" column: 254 MiB on the L4, 597 MiB on the H200, rounded up);
+    ``pcie_generation`` the card's host link (NVIDIA's datasheets; the cold start's copy stage);
+    ``fp32_tflops`` the CUDA cores' FP32 throughput where the course uses it (:data:`FP32_TFLOPS_SOURCES`):
+    batch-1 decoding's mat-vec kernels run on the CUDA cores, not the tensor cores."""
 
     name: str
     memory_mib: int
@@ -35,6 +38,8 @@ class Gpu:
     usd_per_s: float | None  # None: no list price recorded on RATE_CARD_DATE
     cuda_overhead_mib: int = 400
     max_count: int = 8  # GPUs one container can have
+    pcie_generation: int = 4
+    fp32_tflops: float | None = None
 
     @property
     def usd_per_hour(self) -> float | None:
@@ -42,17 +47,25 @@ class Gpu:
 
 
 GPUS: dict[str, Gpu] = {g.name: g for g in (
-    Gpu("T4", 15360, 320, "75", 0.000164, 300),
-    Gpu("L4", 22563, 300, "89", 0.000222, 300),
+    Gpu("T4", 15360, 320, "75", 0.000164, 300, pcie_generation=3, fp32_tflops=8.1),
+    Gpu("L4", 22563, 300, "89", 0.000222, 300, fp32_tflops=30.3),
     Gpu("A10", 23028, 600, "86", 0.000306, 300, max_count=4),
     Gpu("L40S", 46068, 864, "89", 0.000542, 400),
     Gpu("A100-40GB", 40536, 1555, "80", 0.000583, 500),
     Gpu("A100-80GB", 81251, 2039, "80", 0.000694, 500),
-    Gpu("RTX-PRO-6000", 97887, 1792, "120", None, 600),  # ggml builds "120a", the FP4-capable variant
-    Gpu("H100", 81559, 3350, "90", 0.001097, 600),
-    Gpu("H200", 143155, 4800, "90", 0.001261, 600),
-    Gpu("B200", 182272, 8000, "100", 0.001736, 700),
+    # ggml builds "120a" for the RTX PRO 6000, the FP4-capable variant
+    Gpu("RTX-PRO-6000", 97887, 1792, "120", None, 600, pcie_generation=5),
+    Gpu("H100", 81559, 3350, "90", 0.001097, 600, pcie_generation=5),
+    Gpu("H200", 143155, 4800, "90", 0.001261, 600, pcie_generation=5, fp32_tflops=67.0),
+    Gpu("B200", 182272, 8000, "100", 0.001736, 700, pcie_generation=5),
 )}
+
+#: Where each ``fp32_tflops`` comes from (dense FP32 at boost clock, NVIDIA's datasheets).
+FP32_TFLOPS_SOURCES = {
+    "T4": "https://www.nvidia.com/en-us/data-center/tesla-t4/ (datasheet: 8.1 TFLOPS single precision)",
+    "L4": "https://www.nvidia.com/en-us/data-center/l4/ (datasheet: 30.3 TFLOPS FP32)",
+    "H200": "https://www.nvidia.com/en-us/data-center/h200/ (datasheet, H200 SXM: 67 TFLOPS FP32)",
+}
 
 #: Modal's other names and the card the calculators assume for them. "A10G" is the A10's
 #: older name; "A100" may be served by either A100; "H100!" is an H100 and never an H200;

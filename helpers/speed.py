@@ -42,19 +42,18 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
+from helpers.config import BENCHMARKS_DIR
 from helpers.gpus import GPUS, gpu_cost_usd, gpu_spec
 from helpers.memory import kv_bytes_per_token
 from helpers.model_shape import ModelShape, known_shape
 from helpers.sizes import tensor_data_bytes
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 #: llama-bench tg128 of the synthetic Qwen3-8B and its narrow twin (same graph, a quarter of the width).
-LLAMA_BENCH_FILE = BENCHMARKS / "h200-2026-11-27" / "suite.json"
+LLAMA_BENCH_FILE = BENCHMARKS_DIR / "h200-2026-11-27" / "suite.json"
 #: llama-batched-bench, 128-token prompt + 128 generated tokens, per quantization type and batch size.
-QUANT_SCALING_FILE = BENCHMARKS / "h200-efficiency-2026-11-27" / "quant_scaling.json"
+QUANT_SCALING_FILE = BENCHMARKS_DIR / "h200-efficiency-2026-11-27" / "quant_scaling.json"
 #: The article's run of Qwen3-8B Q5_K_M on a Modal L4 (its last log lines).
 ARTICLE_URL = "https://abhijeetmeena.com/blog/exploring-llm-inference-on-modal-gpus"
 #: The GPUs with measurements; every other GPU is predicted between them.
@@ -110,30 +109,22 @@ def significant(x: float, digits: int = 2) -> str:
 
 
 # --- arithmetic against memory ------------------------------------------------------------------
-#: FP32 throughput of the CUDA cores (TFLOPS, dense, boost clock) from NVIDIA's datasheets. Batch-1
-#: decoding multiplies a matrix by one vector: llama.cpp's quantized mat-vec kernels (MMVQ, dp4a) run on
-#: the CUDA cores, not the tensor cores, so this — not the tensor-core peak — is the arithmetic that
-#: unpacks and multiplies the weights.
-CUDA_CORE_TFLOPS = {"T4": 8.1, "L4": 30.3, "H200": 67.0}
-CUDA_CORE_TFLOPS_SOURCES = {
-    "T4": "https://www.nvidia.com/en-us/data-center/tesla-t4/ (datasheet: 8.1 TFLOPS single precision)",
-    "L4": "https://www.nvidia.com/en-us/data-center/l4/ (datasheet: 30.3 TFLOPS FP32)",
-    "H200": "https://www.nvidia.com/en-us/data-center/h200/ (datasheet, H200 SXM: 67 TFLOPS FP32)",
-}
-
-
 def arithmetic_per_byte(gpu: str) -> float:
-    """FLOP the CUDA cores can do per byte the memory delivers (datasheet FP32 ÷ datasheet bandwidth).
+    """FLOP the CUDA cores can do per byte the memory delivers (datasheet FP32 ÷ datasheet bandwidth,
+    both from :mod:`helpers.gpus`). Batch-1 decoding's quantized mat-vec kernels (MMVQ, dp4a) run on the
+    CUDA cores, not the tensor cores, so this — not the tensor-core peak — is the arithmetic that
+    unpacks and multiplies the weights.
 
     A batch-1 mat-vec needs only ~3 FLOP per byte of a 5-bit type (:func:`matvec_flop_per_byte`),
     far below any GPU's ratio — so reading sets the pace, until unpacking the blocks adds enough
     work per byte to close the gap. The smaller the ratio, the sooner that happens: an H200 has
     ~14 FLOP per byte, an L4 ~100.
     """
-    name = gpu_spec(gpu).name
-    if name not in CUDA_CORE_TFLOPS:
-        raise ValueError(f"no CUDA-core FLOPS recorded for {gpu!r}; recorded: {', '.join(CUDA_CORE_TFLOPS)}")
-    return CUDA_CORE_TFLOPS[name] * 1e12 / (gpu_spec(name).bandwidth_gb_s * 1e9)
+    spec = gpu_spec(gpu)
+    if spec.fp32_tflops is None:
+        recorded = ", ".join(g.name for g in GPUS.values() if g.fp32_tflops is not None)
+        raise ValueError(f"no CUDA-core FLOPS recorded for {gpu!r}; recorded: {recorded} (helpers.gpus)")
+    return spec.fp32_tflops * 1e12 / (spec.bandwidth_gb_s * 1e9)
 
 
 def matvec_flop_per_byte(quant: str, shape: ModelShape | None = None) -> float:
@@ -226,9 +217,6 @@ class SpeedFit:
     l4_bandwidth_gb_s: float  # every type on the L4 (measured for Q5_K_M)
     residuals: list[dict] = field(default_factory=list)
 
-    def fraction(self, gpu: str, quant: str) -> float:
-        return streaming_fraction(gpu, quant)
-
     @property
     def max_abs_residual(self) -> float:
         """The largest |predicted / measured - 1| over the points the fit did not set (the tests)."""
@@ -248,6 +236,19 @@ class SpeedFit:
 
 
 @functools.cache
+def _parameters() -> SpeedFit:
+    """The fitted parameters alone (no residuals): what every prediction uses."""
+    qwen, narrow = _measured("H200", "Q5_K_M", "llama-bench tg128"), _measured(
+        "H200", "Q5_K_M", "llama-bench tg128", NARROW_TWIN)
+    pair = decode_time_model(qwen.bytes_per_token, qwen.tokens_per_s, narrow.bytes_per_token, narrow.tokens_per_s)
+    fixed_s = pair["fixed_ms"] / 1e3
+    h200 = {m.quant: m.bytes_per_token / (1 / m.tokens_per_s - fixed_s) / 1e9
+            for m in measurements() if m.gpu == "H200" and m.tool == "llama-batched-bench"}
+    l4 = _measured("L4", "Q5_K_M")
+    return SpeedFit(pair["fixed_ms"], h200, l4.bytes_per_token / (1 / l4.tokens_per_s - fixed_s) / 1e9)
+
+
+@functools.cache
 def fit() -> SpeedFit:
     """Fit the model's parameters from :func:`measurements`, and compare it with every one of them.
 
@@ -259,33 +260,14 @@ def fit() -> SpeedFit:
     the residuals that test the model are the two llama-bench points, predicted from the Q5_K_M rate
     of the other tool (their *difference* set the fixed part, their level did not).
     """
-    qwen, narrow = _measured("H200", "Q5_K_M", "llama-bench tg128"), _measured(
-        "H200", "Q5_K_M", "llama-bench tg128", NARROW_TWIN)
-    pair = decode_time_model(qwen.bytes_per_token, qwen.tokens_per_s, narrow.bytes_per_token, narrow.tokens_per_s)
-    fixed_s = pair["fixed_ms"] / 1e3
-    h200 = {m.quant: m.bytes_per_token / (1 / m.tokens_per_s - fixed_s) / 1e9
-            for m in measurements() if m.gpu == "H200" and m.tool == "llama-batched-bench"}
-    l4 = _measured("L4", "Q5_K_M")
-    result = SpeedFit(pair["fixed_ms"], h200, l4.bytes_per_token / (1 / l4.tokens_per_s - fixed_s) / 1e9)
-    _FIT.append(result)  # visible to expected_decode_tps while the residuals are computed
-    try:
-        for m in measurements():
-            predicted = expected_decode_tps(m.shape, m.quant, m.gpu, n_past=m.n_past)
-            result.residuals.append({"gpu": m.gpu, "quant": m.quant, "model": m.model, "tool": m.tool,
-                                     "n_past": m.n_past, "bytes_per_token": m.bytes_per_token,
-                                     "measured": m.tokens_per_s, "predicted": predicted,
-                                     "residual": predicted / m.tokens_per_s - 1,
-                                     "fitted": m.tool != "llama-bench tg128"})
-    finally:
-        _FIT.clear()
-    return result
-
-
-_FIT: list[SpeedFit] = []
-
-
-def _fit() -> SpeedFit:
-    return _FIT[-1] if _FIT else fit()
+    residuals = []
+    for m in measurements():
+        predicted = expected_decode_tps(m.shape, m.quant, m.gpu, n_past=m.n_past)
+        residuals.append({"gpu": m.gpu, "quant": m.quant, "model": m.model, "tool": m.tool,
+                          "n_past": m.n_past, "bytes_per_token": m.bytes_per_token,
+                          "measured": m.tokens_per_s, "predicted": predicted,
+                          "residual": predicted / m.tokens_per_s - 1, "fitted": m.tool != "llama-bench tg128"})
+    return replace(_parameters(), residuals=residuals)
 
 
 def one_bandwidth_fit() -> dict:
@@ -320,7 +302,7 @@ def h200_proxy(quant: str) -> str:
     borrow Q8_0's), nearest in bits per weight. A measured type is its own proxy."""
     from helpers.quant import bits_per_weight
 
-    measured = list(_fit().h200_bandwidth_gb_s)
+    measured = list(_parameters().h200_bandwidth_gb_s)
     q = quant.upper()
     if q in measured:
         return q
@@ -338,7 +320,7 @@ def streaming_fraction(gpu: str, quant: str) -> float:
     in bandwidth between the two, per type — an interpolation between the L4 and the H200, an
     extrapolation beyond them.
     """
-    f = _fit()
+    f = _parameters()
     spec = gpu_spec(gpu)
     b_l4, b_h200 = GPUS["L4"].bandwidth_gb_s, GPUS["H200"].bandwidth_gb_s
     e_l4 = f.l4_bandwidth_gb_s / b_l4
@@ -354,7 +336,7 @@ def streaming_fraction(gpu: str, quant: str) -> float:
 def fixed_ms(shape: ModelShape = QWEN3_8B) -> float:
     """The fixed part of a token's time: measured for Qwen3-8B's 36 layers, scaled by the layer count
     (the graph has ~35 nodes per layer). Assumed the same on every GPU."""
-    return _fit().fixed_ms * shape.n_layer / QWEN3_8B.n_layer
+    return _parameters().fixed_ms * shape.n_layer / QWEN3_8B.n_layer
 
 
 def expected_decode_tps(shape: ModelShape, quant: str, gpu: str, n_past: float | None = None) -> float:

@@ -198,6 +198,13 @@ def article_batch_gain() -> float:
     return (n8 / t8) / (n1 / t1)
 
 
+def _course_server_decode_tps() -> dict[int, float]:
+    """The course server's recorded aggregate decode speed on the H200, by stream count (course settings)."""
+    from helpers.bench_analysis import efficiency_rows
+
+    return {r["n"]: r["server_decode_tokens_per_s"] for r in efficiency_rows() if r["config"] == "course"}
+
+
 def batch_scaling(n: int, assumption: str = "h200") -> float:
     """Aggregate decode speed at ``n`` streams ÷ the speed of one stream, under ``assumption``.
 
@@ -212,9 +219,7 @@ def batch_scaling(n: int, assumption: str = "h200") -> float:
         return 1.0
     if assumption == "perfect":
         return float(n)
-    from helpers.bench_analysis import efficiency_rows
-
-    rows = {r["n"]: r["server_decode_tokens_per_s"] for r in efficiency_rows() if r["config"] == "course"}
+    rows = _course_server_decode_tps()
     if n not in rows:
         raise ValueError(f"the H200's scaling was measured at {sorted(rows)} streams, not {n}; pick one of those")
     return rows[n] / rows[1]
@@ -252,11 +257,8 @@ def size_pattern(traffic: Traffic, gpu: str, slots: int, *, assumption: str = "h
 
     measured_here = gpu_spec(gpu).name == "H200" and assumption == "h200" and (model, quant) == ("Qwen3-8B", "Q5_K_M")
     if measured_here:  # the course server's own aggregate at this many streams
-        from helpers.bench_analysis import efficiency_rows
-
         batch_scaling(slots, assumption)  # refuses a stream count that was not measured
-        rows = {r["n"]: r["server_decode_tokens_per_s"] for r in efficiency_rows() if r["config"] == "course"}
-        per_stream = rows[slots] / slots
+        per_stream = _course_server_decode_tps()[slots] / slots
     else:
         per_stream = expected_decode_tps(known_shape(model), quant, gpu) * batch_scaling(slots, assumption) / slots
     seconds = traffic.output_tokens / per_stream

@@ -271,3 +271,15 @@ def test_cold_starts_of_a_real_llama_server(tiny_model, tmp_path):
     assert warm.resident_before > 0.95
     table = summarize_table(rows)
     assert table.count("\n") == 2 + 3 - 1 and "| none | cold |" in table
+
+
+def test_the_measured_machines_link_is_the_catalogues():
+    """The copy stage scales by PCIe generation relative to the machine that measured the copies: its
+    recorded `nvidia-smi` line must agree with the GPU catalogue's entry for that card."""
+    from helpers import coldstart
+    from helpers.gpus import gpu_spec
+
+    header, row = (coldstart.CUDA_INIT.parent / "gpu.csv").read_text().splitlines()[:2]
+    fields = dict(zip((h.strip() for h in header.split(",")), (v.strip() for v in row.split(",")), strict=True))
+    assert fields["name"] == f"NVIDIA {coldstart.MEASURED_ON}"
+    assert int(fields["pcie.link.gen.current"]) == gpu_spec(coldstart.MEASURED_ON).pcie_generation

@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-from helpers import figures, speed
+from helpers import figures, gpus, speed
 from helpers.gpus import GPUS
 from helpers.logs import ARTICLE_LOG, parse_perf
 from helpers.model_shape import known_shape
@@ -283,12 +283,13 @@ def _prose(path: str) -> str:
 def test_arithmetic_per_byte_from_the_datasheets():
     """Notebooks 04 and 06 and docs/benchmarks.md: CUDA-core FP32 ÷ bandwidth, L4 101, H200 14, T4 25 FLOP per byte;
     the L4's CUDA cores 2.2 times slower, its arithmetic per byte ~7 times the H200's; a mat-vec needs ~3."""
-    assert set(speed.CUDA_CORE_TFLOPS) == set(speed.CUDA_CORE_TFLOPS_SOURCES)
-    assert all(url.startswith("https://www.nvidia.com/") for url in speed.CUDA_CORE_TFLOPS_SOURCES.values())
+    recorded = {g.name for g in gpus.GPUS.values() if g.fp32_tflops is not None}
+    assert recorded == set(gpus.FP32_TFLOPS_SOURCES) == {"T4", "L4", "H200"}
+    assert all(url.startswith("https://www.nvidia.com/") for url in gpus.FP32_TFLOPS_SOURCES.values())
     ratio = {g: speed.arithmetic_per_byte(g) for g in ("T4", "L4", "H200")}
     assert {g: round(r) for g, r in ratio.items()} == {"T4": 25, "L4": 101, "H200": 14}
     assert round(ratio["L4"] / ratio["H200"]) == 7
-    assert round(speed.CUDA_CORE_TFLOPS["H200"] / speed.CUDA_CORE_TFLOPS["L4"], 1) == 2.2
+    assert round(gpus.GPUS["H200"].fp32_tflops / gpus.GPUS["L4"].fp32_tflops, 1) == 2.2
     assert round(speed.matvec_flop_per_byte("Q5_K_M")) == 3 and speed.matvec_flop_per_byte("Q8_0") < 2
     # the multiply-adds alone need less than any recorded GPU offers: memory-bound, with a narrow margin on the H200
     assert all(speed.matvec_flop_per_byte("Q5_K_M") < r for r in ratio.values())
@@ -299,7 +300,7 @@ def test_arithmetic_per_byte_from_the_datasheets():
         assert "101 against 14" in text and "2.2 times" in text and "7 times the H200's" in text
         assert "twice as slow" not in text and "hundreds of trillions" not in text
     assert f"about {round(ratio['L4'])} operations in the time" in nb04 and "about 3 floating-point" in nb04
-    assert f"{speed.CUDA_CORE_TFLOPS['L4']} TFLOPS" in nb04 and "30.3 against 67 TFLOPS" in nb04
+    assert f"{gpus.GPUS['L4'].fp32_tflops} TFLOPS" in nb04 and "30.3 against 67 TFLOPS" in nb04
     docs = " ".join((ROOT / "docs" / "benchmarks.md").read_text().split())
     assert f"~{round(ratio['H200'])} FLOP" in docs and f"about {round(ratio['L4'], -1):.0f} FLOP per byte" in docs
     assert f"about {round(ratio['T4'])} operations per byte" in nb04
